@@ -1,0 +1,37 @@
+# Face-alignment benchmark. `make demo` and `make test` do all the set-up on a fresh clone.
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+export WANDB_MODE ?= offline
+export NO_ALBUMENTATIONS_UPDATE := 1
+
+.PHONY: install demo test test-slow bench lint clean
+
+install: $(STAMP)
+
+# torch first, pinned: a CPU build of 2.13.0 is provided locally; any other spec pulls several GB of CUDA wheels.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $@
+
+demo: install
+	$(PY) -m experiments.demo
+
+test: install
+	$(PY) -m pytest -q
+
+test-slow: install
+	$(PY) -m pytest -q -m slow
+
+bench: install
+	$(PY) benchmarks/bench.py
+
+lint: install
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf runs lightning_logs wandb .pytest_cache

@@ -1,0 +1,1 @@
+"""Face-alignment toolkit: layouts, heatmaps, losses, metrics, geometry (torch / numpy only)."""

@@ -1,0 +1,1 @@
+"""Evaluation records, result tables and plots."""

@@ -1,0 +1,84 @@
+"""Lightning callback that turns every test run into an evaluation record and its predictions."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.utilities import rank_zero_info
+
+from landmarks.metrics import AUC_STEP
+from leaderboard.store import git_commit, sha256_file, write_record
+
+
+class EvaluationRecorder(pl.Callback):
+    """At the end of ``trainer.test``, write one record and its per-image predictions under ``results_dir``.
+
+    Args:
+        results_dir: the results folder (``records/`` and ``predictions/`` inside).
+        method: the method's name in tables (default: the model class name).
+        paper: the paper the method comes from, if any.
+    """
+
+    def __init__(self, results_dir: str = "results", method: str | None = None, paper: str | None = None) -> None:
+        self.results_dir = Path(results_dir)
+        self.method, self.paper = method, paper
+        self.last_record: Path | None = None
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        results = getattr(pl_module, "test_results", None)
+        if results is None or not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        datamodule = trainer.datamodule
+        checkpoint = trainer.ckpt_path
+        predictions = dict(results["predictions"])
+        predictions["image_id"] = [datamodule.test_source.image_id(int(i)) for i in predictions["index"]]
+        record = {
+            "method": self.method or type(pl_module).__name__,
+            "paper": self.paper,
+            "train_set": datamodule.source("train").name,
+            "test_set": datamodule.test_source.name,
+            "n_images": int(len(predictions["index"])),
+            "protocol": datamodule.protocol() | {
+                "thresholds": list(pl_module.thresholds),
+                "auc_rule": f"trapezoid, grid step {AUC_STEP:g}",
+                "flip_test": bool(getattr(pl_module, "flip_test", False)),
+                "fast_dev_run": bool(trainer.fast_dev_run),
+            },
+            "metrics": results["metrics"],
+            "config": {
+                "model_class": f"{type(pl_module).__module__}.{type(pl_module).__qualname__}",
+                "model": _plain(dict(pl_module.hparams)),
+                "data": _plain(dict(datamodule.hparams)),
+                "file": _config_file(trainer),
+            },
+            "checkpoint": {"path": checkpoint, "sha256": sha256_file(checkpoint) if checkpoint else None},
+            "seed": _seed(),
+            "git": git_commit(Path(__file__).resolve().parent),
+            "run": {"log_dir": trainer.log_dir, "loggers": [type(lg).__name__ for lg in trainer.loggers]},
+        }
+        self.last_record = write_record(record, predictions, self.results_dir)
+        rank_zero_info(f"evaluation record: {self.last_record}")
+
+
+def _seed() -> int | None:
+    seed = os.environ.get("PL_GLOBAL_SEED")
+    return int(seed) if seed is not None else None
+
+
+def _config_file(trainer: pl.Trainer) -> str | None:
+    path = Path(trainer.log_dir or ".") / "config.yaml"
+    return str(path) if path.is_file() else None
+
+
+def _plain(value: Any) -> Any:
+    """Hyper-parameters as JSON-able data (the CLI stores them as plain dicts already)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items() if not str(k).startswith("_instantiator")}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return repr(value)

@@ -1,0 +1,1 @@
+"""LightningModules: one paper per file, shared blocks in components/."""
