@@ -31,6 +31,9 @@ class EvaluationRecorder(pl.Callback):
         results = getattr(pl_module, "test_results", None)
         if results is None or not trainer.is_global_zero or trainer.sanity_checking:
             return
+        if trainer.fast_dev_run:
+            rank_zero_info("fast_dev_run: no evaluation record written")
+            return
         datamodule = trainer.datamodule
         checkpoint = trainer.ckpt_path
         predictions = dict(results["predictions"])
@@ -45,7 +48,6 @@ class EvaluationRecorder(pl.Callback):
                 "thresholds": list(pl_module.thresholds),
                 "auc_rule": f"trapezoid, grid step {AUC_STEP:g}",
                 "flip_test": bool(getattr(pl_module, "flip_test", False)),
-                "fast_dev_run": bool(trainer.fast_dev_run),
             },
             "metrics": results["metrics"],
             "config": {

@@ -1,0 +1,167 @@
+"""``make bench``: throughput and ratios of the walking skeleton, printed as tables (nothing is asserted).
+
+1. Synthetic data pipeline: samples/s of the training dataset (render + crop + augment + tensorise) with
+   0, 1 and 2 DataLoader workers, and per worker.
+2. Heatmap target encoding per batch vs one training step of the demo hourglass.
+3. Metric computation for 10,000 images x 98 points (NMEMetric update + compute, functional AUC).
+4. One training step of the demo hourglass in fp32 vs bf16-mixed autocast, with and without channels_last.
+
+Options: ``--quick`` runs fewer repetitions (for a smoke test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from collections.abc import Callable
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+
+from datamodules.augment import AugmentConfig  # noqa: E402
+from datamodules.base import collate_faces, seed_worker  # noqa: E402
+from datamodules.synthetic import SyntheticFaceDataModule  # noqa: E402
+from landmarks.heatmaps import crop_to_heatmap, encode_gaussian  # noqa: E402
+from landmarks.layouts import WFLW_98  # noqa: E402
+from landmarks.metrics import NMEMetric, auc, inter_ocular, per_image_nme  # noqa: E402
+from lightning_modules.hourglass import StackedHourglassModule  # noqa: E402
+
+DEMO_MODEL = dict(num_stacks=2, depth=3, channels=64, sigma=1.5, foreground_weight=10.0)  # as the demo config
+
+
+def timed(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    """Median wall time of ``fn`` in seconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def bench_data(n: int, input_size: int, batch_size: int) -> pd.DataFrame:
+    dm = SyntheticFaceDataModule(train_size=n + 8, val_size=8, test_size=8, image_size=int(input_size * 1.5),
+                                 input_size=input_size, batch_size=batch_size, num_workers=0,
+                                 augment=AugmentConfig())
+    dm.setup("fit")
+    rows = []
+    for workers in (0, 1, 2):
+        loader = DataLoader(dm.datasets["train"], batch_size=batch_size, num_workers=workers,
+                            collate_fn=collate_faces, worker_init_fn=seed_worker, shuffle=True,
+                            persistent_workers=False)
+        start = time.perf_counter()
+        count = sum(len(batch["image"]) for batch in loader)
+        elapsed = time.perf_counter() - start
+        rows.append({"workers": workers, "samples": count, "samples/s": count / elapsed,
+                     "samples/s per worker": count / elapsed / max(workers, 1)})
+    return pd.DataFrame(rows)
+
+
+def training_step_fn(model: torch.nn.Module, batch: dict, autocast: bool, channels_last: bool) -> Callable:
+    optimizer = torch.optim.Adam(model.parameters(), 1e-3)
+    images = batch["image"].contiguous(memory_format=torch.channels_last) if channels_last else batch["image"]
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = model.training_loss(model(images), batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def fake_batch(batch_size: int, input_size: int, points: int) -> dict:
+    return {"image": torch.randn(batch_size, 3, input_size, input_size),
+            "landmarks": torch.rand(batch_size, points, 2) * (input_size - 1)}
+
+
+def bench_encoding(batch_size: int, input_size: int, repeats: int) -> pd.DataFrame:
+    torch.manual_seed(0)
+    model = StackedHourglassModule(layout="300w_68", input_size=input_size, **DEMO_MODEL)
+    batch = fake_batch(batch_size, input_size, 68)
+    step = timed(training_step_fn(model, batch, False, False), repeats)
+    rows = []
+    for points, size in ((68, input_size // 4), (98, 64)):
+        pts = crop_to_heatmap(torch.rand(batch_size, points, 2) * size * 4, 4.0)
+        t = timed(lambda pts=pts, size=size: encode_gaussian(pts, (size, size), 1.5), repeats * 5)
+        rows.append({"targets": f"{batch_size} x {points} maps of {size}x{size}", "encode ms": t * 1e3,
+                     "train step ms": step * 1e3, "encode / step": t / step})
+    return pd.DataFrame(rows)
+
+
+def bench_metrics(n: int, repeats: int) -> pd.DataFrame:
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(n, 98, 2, generator=g, dtype=torch.float64) * 256
+    pred = target + torch.randn(n, 98, 2, generator=g, dtype=torch.float64) * 3
+    norm = {"inter_ocular": inter_ocular(target, WFLW_98), "bbox": torch.full((n,), 200.0, dtype=torch.float64)}
+    mask = torch.rand(n, 6, generator=g) > 0.7
+    subsets = ["pose", "expression", "illumination", "makeup", "occlusion", "blur"]
+
+    def full_pass() -> None:
+        metric = NMEMetric(list(norm), subsets)
+        for i in range(0, n, 100):  # batches of 100, as an evaluation loop would feed it
+            s = slice(i, i + 100)
+            metric.update(pred[s], target[s], {k: v[s] for k, v in norm.items()}, torch.arange(i, i + 100)[: n - i],
+                          mask[s])
+        metric.compute()
+
+    nme = per_image_nme(pred, target, norm["inter_ocular"])
+    rows = [
+        {"operation": f"NMEMetric: {n} images x 98 points, 2 normalisers x 7 subsets, update + compute",
+         "ms": timed(full_pass, repeats) * 1e3},
+        {"operation": f"per_image_nme, {n} x 98", "ms": timed(lambda: per_image_nme(pred, target, norm["bbox"]),
+                                                              repeats) * 1e3},
+        {"operation": f"auc@0.1 (1001-point grid), {n} images", "ms": timed(lambda: auc(nme, 0.1), repeats) * 1e3},
+    ]
+    return pd.DataFrame(rows)
+
+
+def bench_precision(batch_size: int, input_size: int, repeats: int) -> pd.DataFrame:
+    rows = []
+    batch = fake_batch(batch_size, input_size, 68)
+    for autocast in (False, True):
+        for channels_last in (False, True):
+            torch.manual_seed(0)
+            model = StackedHourglassModule(layout="300w_68", input_size=input_size, **DEMO_MODEL)
+            t = timed(training_step_fn(model, batch, autocast, channels_last), repeats)
+            rows.append({"precision": "bf16-mixed" if autocast else "fp32",
+                         "channels_last": channels_last, "step ms": t * 1e3})
+    frame = pd.DataFrame(rows)
+    frame["speed-up vs fp32"] = frame["step ms"].iloc[0] / frame["step ms"]
+    return frame
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    opts = parser.parse_args(argv)
+    repeats = 2 if opts.quick else 5
+    batch_size, input_size = 16, 96
+    print(f"# Benchmarks: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"torch {torch.__version__} ({torch.get_num_threads()} threads), batch {batch_size}, {input_size} px crops")
+    sections = [
+        ("Synthetic data pipeline (render + crop + augment + tensorise)",
+         lambda: bench_data(64 if opts.quick else 256, input_size, batch_size)),
+        ("Heatmap target encoding vs one training step (demo hourglass)",
+         lambda: bench_encoding(batch_size, input_size, repeats)),
+        ("Metric computation", lambda: bench_metrics(10_000, repeats)),
+        ("Training step: fp32 vs bf16-mixed, channels_last (demo hourglass, CPU)",
+         lambda: bench_precision(batch_size, input_size, repeats)),
+    ]
+    for title, run in sections:
+        print(f"\n## {title}\n")
+        print(run().to_markdown(index=False, floatfmt=".4g"))
+
+
+if __name__ == "__main__":
+    main()

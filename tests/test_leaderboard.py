@@ -1,0 +1,139 @@
+"""Records: atomic, never overwritten, validated; tables and plots derived from them; re-scoring."""
+
+import json
+import multiprocessing as mp
+
+import numpy as np
+import pytest
+import torch
+
+from landmarks.layouts import W300_68
+from landmarks.metrics import NMEMetric, inter_ocular
+from leaderboard.plots import plot_ced
+from leaderboard.scoring import rescore, rescore_nme
+from leaderboard.store import (
+    RecordError, atomic_write_bytes, load_predictions, load_record, load_records, write_record,
+)
+from leaderboard.tables import metrics_table, render_markdown
+
+NORMALIZERS = ["inter_ocular", "bbox"]
+SUBSETS = ["pose", "blur"]
+
+
+def fixture_predictions(seed: int = 0, n: int = 40, noise: float = 2.0) -> dict:
+    rng = np.random.default_rng(seed)
+    target = rng.uniform(50, 250, (n, 68, 2))
+    pred = target + rng.normal(0, noise, target.shape)
+    io = inter_ocular(torch.from_numpy(target), W300_68).numpy()
+    norm = np.stack([io, rng.uniform(100, 200, n)], 1)
+    return {"index": np.arange(n), "image_id": np.array([f"img{i}" for i in range(n)]), "pred": pred,
+            "target": target, "visible": rng.random((n, 68)) > 0.1, "norm": norm,
+            "subset_mask": rng.random((n, 2)) > 0.6, "normalizers": np.array(NORMALIZERS),
+            "subsets": np.array(SUBSETS)}
+
+
+def fixture_record(predictions: dict, method: str = "HGs") -> dict:
+    metric = NMEMetric(NORMALIZERS, SUBSETS)
+    metric.update(torch.from_numpy(predictions["pred"]), torch.from_numpy(predictions["target"]),
+                  {n: torch.from_numpy(predictions["norm"][:, i]) for i, n in enumerate(NORMALIZERS)},
+                  torch.from_numpy(predictions["index"]), torch.from_numpy(predictions["subset_mask"]),
+                  torch.from_numpy(predictions["visible"]))
+    return {"method": method, "test_set": "synthetic-300w_68-test", "train_set": "synthetic-300w_68-train",
+            "n_images": len(predictions["index"]), "metrics": metric.compute(),
+            "protocol": {"primary_normalizer": "inter_ocular", "layout": "300w_68", "input_size": 128,
+                         "crop": {"box_source": "jittered", "scale": 1.25}, "flip_test": False}}
+
+
+def test_write_and_load_round_trip(tmp_path):
+    preds = fixture_predictions()
+    path = write_record(fixture_record(preds), preds, tmp_path)
+    record = load_record(path)
+    assert record["schema_version"] == 1 and record["record_id"] in path.name
+    loaded = load_predictions(record, tmp_path)
+    np.testing.assert_array_equal(loaded["pred"], preds["pred"])
+    assert list(loaded["normalizers"]) == NORMALIZERS
+    assert [r["record_id"] for r in load_records(tmp_path)] == [record["record_id"]]
+
+
+def test_rescoring_from_predictions_equals_the_recorded_evaluation(tmp_path):
+    preds = fixture_predictions(1)
+    record = load_record(write_record(fixture_record(preds), preds, tmp_path))
+    stored = load_predictions(record, tmp_path)
+    for normalizer in NORMALIZERS:
+        for subset in ["full", *SUBSETS]:
+            again = rescore(stored, normalizer, subset)
+            for key, value in record["metrics"][normalizer][subset].items():
+                if key != "nme_visible":
+                    assert again[key] == pytest.approx(value, rel=1e-12), (normalizer, subset, key)
+    vis = rescore_nme(stored, "bbox", "pose", visible_only=True)
+    assert 100 * vis.mean() == pytest.approx(record["metrics"]["bbox"]["pose"]["nme_visible"], rel=1e-12)
+    with pytest.raises(KeyError, match="unknown subset"):
+        rescore(stored, "bbox", "occlusion")
+
+
+def test_results_are_never_overwritten(tmp_path):
+    atomic_write_bytes(tmp_path / "a.json", b"first")
+    with pytest.raises(FileExistsError, match="never overwritten"):
+        atomic_write_bytes(tmp_path / "a.json", b"second")
+    assert (tmp_path / "a.json").read_bytes() == b"first"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # no temporary file left behind
+
+
+def _writer(args):
+    results, seed = args
+    preds = fixture_predictions(seed, n=10)
+    return str(write_record(fixture_record(preds, method=f"m{seed % 3}"), preds, results))
+
+
+def test_concurrent_writers_lose_nothing(tmp_path):
+    with mp.get_context("spawn").Pool(4) as pool:
+        paths = pool.map(_writer, [(tmp_path, s) for s in range(16)])
+    assert len(set(paths)) == 16
+    records = load_records(tmp_path)
+    assert len(records) == 16
+    for record in records:
+        load_predictions(record, tmp_path)  # every checksum matches
+
+
+def test_corrupted_or_edited_records_are_rejected(tmp_path):
+    preds = fixture_predictions(2)
+    path = write_record(fixture_record(preds), preds, tmp_path)
+    record = json.loads(path.read_text())
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(RecordError, match="unreadable"):
+        load_record(tmp_path / "bad.json")
+    del record["metrics"]
+    (tmp_path / "missing.json").write_text(json.dumps(record))
+    with pytest.raises(RecordError, match="missing fields"):
+        load_record(tmp_path / "missing.json")
+    record = json.loads(path.read_text())
+    record["metrics"]["inter_ocular"]["full"]["nme"] = float("nan")
+    (tmp_path / "nan.json").write_text(json.dumps(record))
+    with pytest.raises(RecordError, match="full/nme"):
+        load_record(tmp_path / "nan.json")
+    good = load_record(path)
+    npz = tmp_path / good["predictions"]["file"]
+    npz.write_bytes(npz.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(RecordError, match="checksum"):
+        load_predictions(good, tmp_path)
+
+
+def test_markdown_table_states_protocol_and_values(tmp_path):
+    good, bad = fixture_predictions(3, noise=1.0), fixture_predictions(4, noise=6.0)
+    records = [fixture_record(good, "good"), fixture_record(bad, "bad")]
+    for r in records:
+        r["record_id"] = r["method"]
+    frame = metrics_table(records)
+    assert frame.loc["good", ("full", "nme")] < frame.loc["bad", ("full", "nme")]
+    text = render_markdown(records, title="T")
+    expected = f"{records[0]['metrics']['inter_ocular']['full']['nme']:.2f}"
+    assert "## synthetic-300w_68-test" in text and "**inter_ocular**" in text and "trapezoid" in text
+    rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in text.splitlines() if line.startswith("|")}
+    assert rows["good"][0].strip() == expected and "bad" in rows
+    assert "full nme" in text and "pose auc@0.1" in text
+    assert "bbox" in render_markdown(records, normalizer="bbox")
+
+
+def test_ced_plot_is_a_png(tmp_path):
+    path = plot_ced({"a": np.random.default_rng(0).gamma(2, 0.02, 100), "b": np.full(10, 0.2)}, tmp_path / "c.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
