@@ -59,10 +59,16 @@ class EvaluationRecorder(pl.Callback):
             "checkpoint": {"path": checkpoint, "sha256": sha256_file(checkpoint) if checkpoint else None},
             "seed": _seed(),
             "git": git_commit(Path(__file__).resolve().parent),
-            "run": {"log_dir": trainer.log_dir, "loggers": [type(lg).__name__ for lg in trainer.loggers]},
+            "run": {"log_dir": trainer.log_dir, "loggers": [_logger_info(lg) for lg in trainer.loggers]},
         }
         self.last_record = write_record(record, predictions, self.results_dir)
         rank_zero_info(f"evaluation record: {self.last_record}")
+
+
+def _logger_info(logger: pl.loggers.Logger) -> dict[str, Any]:
+    """Where a logger keeps this run (for wandb: the run id; offline runs sync later with `wandb sync`)."""
+    return {"type": type(logger).__name__, "name": logger.name, "version": str(logger.version),
+            "save_dir": logger.save_dir}
 
 
 def _seed() -> int | None:

@@ -12,7 +12,12 @@ from landmarks.metrics import NMEMetric, inter_ocular
 from leaderboard.plots import plot_ced
 from leaderboard.scoring import rescore, rescore_nme
 from leaderboard.store import (
-    RecordError, atomic_write_bytes, load_predictions, load_record, load_records, write_record,
+    RecordError,
+    atomic_write_bytes,
+    load_predictions,
+    load_record,
+    load_records,
+    write_record,
 )
 from leaderboard.tables import metrics_table, render_markdown
 
