@@ -9,12 +9,19 @@ import pandas as pd
 
 from landmarks.metrics import AUC_STEP, FULL
 
-DEFAULT_METRICS = ("nme", "nme_std", "fr@0.1", "auc@0.1")
-DECIMALS = {"nme": 2, "nme_std": 2, "nme_visible": 2, "n": 0}  # fr: 2, auc: 4 (by prefix below)
+DEFAULT_METRICS = ("nme", "fr@0.1", "auc@0.1")
+TITLES = {"nme": "NME (%), std in parentheses", "nme_visible": "NME over visible points (%)"}
 
 
 def _decimals(metric: str) -> int:
-    return DECIMALS.get(metric, 4 if metric.startswith("auc") else 2)
+    return 4 if metric.startswith("auc") else 2
+
+
+def _title(metric: str) -> str:
+    if metric in TITLES:
+        return TITLES[metric]
+    kind, _, threshold = metric.partition("@")
+    return f"FR@{threshold} (%)" if kind == "fr" else f"AUC@{threshold}" if kind == "auc" else metric
 
 
 def _label(record: dict[str, Any], taken: set[str]) -> str:
@@ -25,9 +32,9 @@ def _label(record: dict[str, Any], taken: set[str]) -> str:
     return label
 
 
-def metrics_table(records: Sequence[dict[str, Any]], normalizer: str | None = None,
-                  metrics: Sequence[str] = DEFAULT_METRICS) -> pd.DataFrame:
-    """One row per record, columns (subset, metric); ``normalizer`` defaults to each record's primary one."""
+def metrics_table(records: Sequence[dict[str, Any]], metric: str = "nme",
+                  normalizer: str | None = None) -> pd.DataFrame:
+    """Methods x subsets of one metric; ``normalizer`` defaults to each record's primary one."""
     rows, taken = {}, set()
     for record in records:
         norm = normalizer or record["protocol"]["primary_normalizer"]
@@ -35,18 +42,18 @@ def metrics_table(records: Sequence[dict[str, Any]], normalizer: str | None = No
             raise KeyError(f"record {record['record_id']} has no {norm!r} metrics; it has {sorted(record['metrics'])}")
         per_subset = record["metrics"][norm]
         subsets = [FULL] + [s for s in per_subset if s != FULL]
-        rows[_label(record, taken)] = {(s, m): per_subset[s].get(m) for s in subsets for m in metrics}
+        rows[_label(record, taken)] = {s: per_subset[s].get(metric) for s in subsets}
     frame = pd.DataFrame.from_dict(rows, orient="index")
-    frame.columns = pd.MultiIndex.from_tuples(frame.columns, names=["subset", "metric"])
+    frame.columns.name = "subset"
     return frame
 
 
-def _format(frame: pd.DataFrame) -> pd.DataFrame:
-    out = frame.copy().astype(object)
-    for col in frame.columns:
-        digits = _decimals(col[1])
-        out[col] = [("—" if pd.isna(v) else f"{v:.{digits}f}") for v in frame[col]]
-    out.columns = [f"{s} {m}" for s, m in frame.columns]
+def _format(frame: pd.DataFrame, metric: str, std: pd.DataFrame | None) -> pd.DataFrame:
+    digits = _decimals(metric)
+    cell = lambda v: "—" if pd.isna(v) else f"{v:.{digits}f}"  # noqa: E731
+    out = frame.map(cell)
+    if std is not None:
+        out = out + std.map(lambda v: "" if pd.isna(v) else f" ({v:.{digits}f})")
     return out
 
 
@@ -63,7 +70,7 @@ def protocol_note(record: dict[str, Any], normalizer: str | None = None) -> str:
 
 def render_markdown(records: Sequence[dict[str, Any]], normalizer: str | None = None,
                     metrics: Sequence[str] = DEFAULT_METRICS, title: str = "Results") -> str:
-    """Markdown: one table per test set (methods x subsets), each headed by its protocol."""
+    """Markdown: per test set, its protocol, then one table per metric (methods x subsets)."""
     if not records:
         raise ValueError("no records to render")
     parts = [f"# {title}", ""]
@@ -71,7 +78,11 @@ def render_markdown(records: Sequence[dict[str, Any]], normalizer: str | None = 
     for record in records:
         by_test_set.setdefault(record["test_set"], []).append(record)
     for test_set, group in by_test_set.items():
-        frame = _format(metrics_table(group, normalizer, metrics))
-        parts += [f"## {test_set}", "", protocol_note(group[0], normalizer), "",
-                  frame.to_markdown(stralign="right"), ""]
+        norm = normalizer or group[0]["protocol"]["primary_normalizer"]
+        sizes = ", ".join(f"{s} {int(v['n'])}" for s, v in group[0]["metrics"][norm].items())
+        parts += [f"## {test_set}", "", protocol_note(group[0], normalizer), f"Faces: {sizes}.", ""]
+        for metric in metrics:
+            std = metrics_table(group, "nme_std", normalizer) if metric == "nme" else None
+            frame = _format(metrics_table(group, metric, normalizer), metric, std)
+            parts += [f"**{_title(metric)}**", "", frame.to_markdown(stralign="right", disable_numparse=True), ""]
     return "\n".join(parts)

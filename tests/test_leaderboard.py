@@ -128,15 +128,20 @@ def test_markdown_table_states_protocol_and_values(tmp_path):
     records = [fixture_record(good, "good"), fixture_record(bad, "bad")]
     for r in records:
         r["record_id"] = r["method"]
-    frame = metrics_table(records)
-    assert frame.loc["good", ("full", "nme")] < frame.loc["bad", ("full", "nme")]
+    frame = metrics_table(records, "nme")
+    assert frame.loc["good", "full"] < frame.loc["bad", "full"]
+    assert list(frame.columns) == ["full", *SUBSETS]
     text = render_markdown(records, title="T")
-    expected = f"{records[0]['metrics']['inter_ocular']['full']['nme']:.2f}"
     assert "## synthetic-300w_68-test" in text and "**inter_ocular**" in text and "trapezoid" in text
-    rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in text.splitlines() if line.startswith("|")}
-    assert rows["good"][0].strip() == expected and "bad" in rows
-    assert "full nme" in text and "pose auc@0.1" in text
-    assert "bbox" in render_markdown(records, normalizer="bbox")
+    m = records[0]["metrics"]["inter_ocular"]
+    rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("|")]
+    good_rows = [[c.strip() for c in r[1:]] for r in rows if r[0].strip() == "good"]
+    # One row per metric table: NME (std), FR@0.1, AUC@0.1, each over full, pose, blur.
+    assert good_rows[0][0] == f"{m['full']['nme']:.2f} ({m['full']['nme_std']:.2f})"
+    assert good_rows[1][1] == f"{m['pose']['fr@0.1']:.2f}"
+    assert good_rows[2][2] == f"{m['blur']['auc@0.1']:.4f}"
+    assert "**FR@0.1 (%)**" in text and "**AUC@0.1**" in text
+    assert "**bbox**" in render_markdown(records, normalizer="bbox")
 
 
 def test_ced_plot_is_a_png(tmp_path):
