@@ -29,10 +29,13 @@ class EvaluationRecorder(pl.Callback):
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         results = getattr(pl_module, "test_results", None)
-        if results is None or not trainer.is_global_zero or trainer.sanity_checking:
+        if results is None or trainer.sanity_checking:
             return
         if trainer.fast_dev_run:
             rank_zero_info("fast_dev_run: no evaluation record written")
+            return
+        log_dir = trainer.log_dir  # a broadcast under DDP: every process must ask, before rank 0 goes on alone
+        if not trainer.is_global_zero:
             return
         datamodule = trainer.datamodule
         checkpoint = trainer.ckpt_path
@@ -54,12 +57,12 @@ class EvaluationRecorder(pl.Callback):
                 "model_class": f"{type(pl_module).__module__}.{type(pl_module).__qualname__}",
                 "model": _plain(dict(pl_module.hparams)),
                 "data": _plain(dict(datamodule.hparams)),
-                "file": _config_file(trainer),
+                "file": _config_file(log_dir),
             },
             "checkpoint": {"path": checkpoint, "sha256": sha256_file(checkpoint) if checkpoint else None},
             "seed": _seed(),
             "git": git_commit(Path(__file__).resolve().parent),
-            "run": {"log_dir": trainer.log_dir, "loggers": [_logger_info(lg) for lg in trainer.loggers]},
+            "run": {"log_dir": log_dir, "loggers": [_logger_info(lg) for lg in trainer.loggers]},
         }
         self.last_record = write_record(record, predictions, self.results_dir)
         rank_zero_info(f"evaluation record: {self.last_record}")
@@ -76,8 +79,8 @@ def _seed() -> int | None:
     return int(seed) if seed is not None else None
 
 
-def _config_file(trainer: pl.Trainer) -> str | None:
-    path = Path(trainer.log_dir or ".") / "config.yaml"
+def _config_file(log_dir: str | None) -> str | None:
+    path = Path(log_dir or ".") / "config.yaml"
     return str(path) if path.is_file() else None
 
 
