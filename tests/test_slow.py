@@ -9,6 +9,6 @@ def test_demo_training_beats_the_mean_shape_clearly(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     nme = main(["--results-dir", str(tmp_path / "results"), "--workdir", str(tmp_path / "runs")])
-    # Measured: mean shape about 39 %, hourglass about 9 % (inter-ocular, synthetic test split).
-    assert nme["stacked hourglass"] < 15.0
+    # Face-size NME on the synthetic test split. Measured with this config: hourglass about 3.5 %.
+    assert nme["stacked hourglass"] < 5.0
     assert nme["stacked hourglass"] < 0.4 * nme["mean shape"]
