@@ -140,3 +140,18 @@ def test_fast_dev_run_of_every_config(config, tmp_path, monkeypatch):
     for command in ("fit", "test"):
         cli_main([command, "--config", str(config), *small])
     assert not (tmp_path / "results").exists()  # fast_dev_run writes no evaluation record
+
+
+def test_channels_last_changes_memory_order_not_predictions(tmp_path):
+    torch.manual_seed(0)
+    base = tiny_hourglass().eval()
+    nhwc = tiny_hourglass(channels_last=True).eval()
+    nhwc.load_state_dict(base.state_dict())
+    nhwc.configure_model()
+    assert nhwc.net.stem.layers[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(nhwc.predict_landmarks(images), base.predict_landmarks(images), atol=1e-4, rtol=0)
+    # And it trains through Lightning, which calls configure_model.
+    pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, limit_val_batches=0,
+               default_root_dir=tmp_path).fit(tiny_hourglass(channels_last=True), datamodule=tiny_data())
