@@ -9,6 +9,7 @@ and optimiser / scheduler set-up (dependency-injected, so configs choose them by
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -26,7 +27,7 @@ LRSchedulerCallable = Callable[[Optimizer], LRScheduler | ReduceLROnPlateau]
 MONITOR = "val/nme"  # headline validation NME (primary normaliser, all validation faces): select on this
 
 
-class LandmarkModule(pl.LightningModule):
+class LandmarkModule(pl.LightningModule, abc.ABC):
     """Base of every landmark model.
 
     Args:
@@ -65,14 +66,14 @@ class LandmarkModule(pl.LightningModule):
         self.primary_normalizer = "inter_ocular"
         self.test_results: dict[str, Any] | None = None
 
-    # --- what a paper implements -------------------------------------------------------------------------
+    # --- what a paper implements (with ``forward(images)``) ------------------------------------------------
+    @abc.abstractmethod
     def training_loss(self, outputs: Any, batch: dict) -> torch.Tensor | dict[str, torch.Tensor]:
         """The loss (or a dict of named terms with the total under "loss") for a training batch."""
-        raise NotImplementedError(f"{type(self).__name__} must implement training_loss")
 
+    @abc.abstractmethod
     def decode(self, outputs: Any) -> torch.Tensor:
         """Network outputs → (B, K, 2) landmarks in crop pixels."""
-        raise NotImplementedError(f"{type(self).__name__} must implement decode")
 
     # --- set-up --------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -131,7 +132,8 @@ class LandmarkModule(pl.LightningModule):
                       batch_size=len(batch["image"]))
         return terms["loss"]
 
-    def _evaluate(self, batch: dict, stage: str) -> torch.Tensor:
+    def _evaluate(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predict, update the stage's metric; returns the predictions and the subset mask."""
         pred = self.predict_landmarks(batch["image"])
         metric = getattr(self, f"{stage}_metric")
         if metric is None:  # built lazily: the normalisers are the keys the batches carry
@@ -140,13 +142,13 @@ class LandmarkModule(pl.LightningModule):
             setattr(self, f"{stage}_metric", metric)
         mask = self.subset_mask(batch)
         metric.update(pred, batch["landmarks"], batch["norm"], batch["meta"]["index"], mask, batch["visible"])
-        return pred
+        return pred, mask
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, "val")
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        pred = self._evaluate(batch, "test")
+        pred, mask = self._evaluate(batch, "test")
         to_original = invert_affine(batch["meta"]["transform"].to(pred.device, torch.float64))
         scale = matrix_scale(batch["meta"]["transform"].to(pred.device, torch.float64))
         self.test_store.update(
@@ -154,7 +156,7 @@ class LandmarkModule(pl.LightningModule):
             apply_affine(batch["landmarks"].double(), to_original),
             batch["visible"],
             torch.stack([batch["norm"][n].double() / scale for n in self.normalizers], -1),
-            self.subset_mask(batch),
+            mask,
             batch["meta"]["index"],
         )
 

@@ -39,7 +39,7 @@ class MeanShapeModule(LandmarkModule):
     def decode(self, outputs: torch.Tensor) -> torch.Tensor:
         return outputs
 
-    def training_step(self, batch: dict, batch_idx: int) -> None:
+    def training_loss(self, outputs: torch.Tensor, batch: dict) -> torch.Tensor:
         raise RuntimeError("the mean-shape baseline has nothing to fit: run `test` (or `validate`) directly")
 
     def configure_optimizers(self) -> None:

@@ -139,7 +139,7 @@ def test_fast_dev_run_of_every_config(config, tmp_path, monkeypatch):
              "--data.init_args.num_workers=0", "--trainer.fast_dev_run=1"]
     for command in ("fit", "test"):
         cli_main([command, "--config", str(config), *small])
-    assert not (tmp_path / "results").exists()  # fast_dev_run writes no evaluation record
+    assert not (tmp_path / "results" / "records").exists()  # fast_dev_run writes no evaluation record
 
 
 def test_channels_last_changes_memory_order_not_predictions(tmp_path):
@@ -155,3 +155,19 @@ def test_channels_last_changes_memory_order_not_predictions(tmp_path):
     # And it trains through Lightning, which calls configure_model.
     pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, limit_val_batches=0,
                default_root_dir=tmp_path).fit(tiny_hourglass(channels_last=True), datamodule=tiny_data())
+
+
+def test_cli_predict_writes_landmarks_in_original_pixels(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = Path(__file__).parents[1] / "experiments" / "hourglass" / "synthetic.yaml"
+    cli = cli_main(["--config", str(config), "--data.init_args.test_size=5", "--data.init_args.num_workers=0",
+                    "--model=lightning_modules.mean_shape.MeanShapeModule", "--data.init_args.train_size=12",
+                    "--data.init_args.val_size=2"], run=False)
+    cli.trainer.predict(cli.model, datamodule=cli.datamodule)
+    writer = next(cb for cb in cli.trainer.callbacks if type(cb).__name__ == "LandmarkWriter")
+    with np.load(writer.last_file) as data:
+        assert data["landmarks"].shape == (5, 68, 2) and list(data["index"]) == list(range(5))
+        assert data["image_id"][0] == cli.datamodule.test_source.image_id(0)
+        # The mean shape mapped back into each (160 px) original image lands near that face.
+        raw = cli.datamodule.test_source.load(3).landmarks
+        assert np.abs(data["landmarks"][3].mean(0) - raw.mean(0)).max() < 20

@@ -1,0 +1,48 @@
+"""Writing ``predict`` outputs: landmarks in original-image pixels, with image ids, one file per run."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import BasePredictionWriter
+from pytorch_lightning.utilities import rank_zero_info
+
+from leaderboard.store import atomic_write_bytes
+
+
+class LandmarkWriter(BasePredictionWriter):
+    """Save ``trainer.predict`` results as ``<output_dir>/landmarks-<UTC time>[-rank<r>].npz`` with arrays
+    ``index`` (N,), ``image_id`` (N,) and ``landmarks`` (N, K, 2) in original-image pixels, sorted by index.
+    Under DDP each process writes the faces it predicted (its rank in the name). Files are never overwritten.
+    """
+
+    def __init__(self, output_dir: str = "predictions") -> None:
+        super().__init__(write_interval="epoch")
+        self.output_dir = Path(output_dir)
+        self.last_file: Path | None = None
+
+    def write_on_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions: Any,
+                           batch_indices: Any) -> None:
+        batches = [b for loader in (predictions if predictions and isinstance(predictions[0], list) else
+                                    [predictions]) for b in loader]
+        if not batches:
+            return
+        index = torch.cat([b["index"] for b in batches]).numpy()
+        order = np.argsort(index, kind="stable")
+        arrays = {
+            "index": index[order],
+            "image_id": np.array([i for b in batches for i in b["image_id"]])[order],
+            "landmarks": torch.cat([b["landmarks"] for b in batches]).numpy()[order],
+        }
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        rank = f"-rank{trainer.global_rank}" if trainer.world_size > 1 else ""
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        self.last_file = atomic_write_bytes(self.output_dir / f"landmarks-{stamp}{rank}.npz", buffer.getvalue())
+        rank_zero_info(f"predicted landmarks: {self.last_file}")
