@@ -29,8 +29,9 @@ class LandmarkWriter(BasePredictionWriter):
 
     def write_on_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions: Any,
                            batch_indices: Any) -> None:
-        batches = [b for loader in (predictions if predictions and isinstance(predictions[0], list) else
-                                    [predictions]) for b in loader]
+        # One list of batch outputs per dataloader when there are several, else one list of batch outputs.
+        per_loader = predictions if predictions and isinstance(predictions[0], list) else [predictions]
+        batches = [batch for loader in per_loader for batch in loader]
         if not batches:
             return
         index = torch.cat([b["index"] for b in batches]).numpy()

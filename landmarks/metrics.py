@@ -165,11 +165,13 @@ class NMEMetric(Metric):
         if missing:
             raise KeyError(f"the batch has no normaliser {missing}; it has {sorted(norm)}")
         pred, target = pred.double(), target.double()
-        norms = [norm[n].double() for n in self.normalizers]
-        self.index.append(index.long())
-        self.nme.append(torch.stack([per_image_nme(pred, target, d) for d in norms], -1))
+        norms = torch.stack([norm[n].double() for n in self.normalizers], -1)  # (B, N)
         vis = visible if visible is not None else torch.ones(target.shape[:2], dtype=torch.bool, device=pred.device)
-        self.nme_visible.append(torch.stack([per_image_nme(pred, target, d, vis) for d in norms], -1))
+        # Mean point errors once (a normaliser of 1), then divided by every normaliser: (B, N).
+        ones = torch.ones(len(pred), dtype=torch.float64, device=pred.device)
+        self.index.append(index.long())
+        self.nme.append(per_image_nme(pred, target, ones)[:, None] / norms)
+        self.nme_visible.append(per_image_nme(pred, target, ones, vis)[:, None] / norms)
         if subset_mask is None:
             subset_mask = torch.zeros(len(index), len(self.subsets), dtype=torch.bool, device=pred.device)
         if subset_mask.shape != (len(index), len(self.subsets)):

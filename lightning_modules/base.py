@@ -147,13 +147,18 @@ class LandmarkModule(pl.LightningModule, abc.ABC):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, "val")
 
+    @staticmethod
+    def to_original(points: torch.Tensor, batch: dict) -> torch.Tensor:
+        """(B, K, 2) crop pixels → original-image pixels, through each face's crop transform (float64)."""
+        transform = batch["meta"]["transform"].to(points.device, torch.float64)
+        return apply_affine(points.double(), invert_affine(transform))
+
     def test_step(self, batch: dict, batch_idx: int) -> None:
         pred, mask = self._evaluate(batch, "test")
-        to_original = invert_affine(batch["meta"]["transform"].to(pred.device, torch.float64))
         scale = matrix_scale(batch["meta"]["transform"].to(pred.device, torch.float64))
         self.test_store.update(
-            apply_affine(pred.double(), to_original),
-            apply_affine(batch["landmarks"].double(), to_original),
+            self.to_original(pred, batch),
+            self.to_original(batch["landmarks"], batch),
             batch["visible"],
             torch.stack([batch["norm"][n].double() / scale for n in self.normalizers], -1),
             mask,
@@ -162,10 +167,9 @@ class LandmarkModule(pl.LightningModule, abc.ABC):
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
         """Landmarks in original-image pixels, with the image ids."""
-        pred = self.predict_landmarks(batch["image"]).double()
-        to_original = invert_affine(batch["meta"]["transform"].to(pred.device, torch.float64))
+        pred = self.predict_landmarks(batch["image"])
         return {"image_id": batch["meta"]["image_id"], "index": batch["meta"]["index"],
-                "landmarks": apply_affine(pred, to_original).cpu()}
+                "landmarks": self.to_original(pred, batch).cpu()}
 
     # --- epoch ends: gather, log, keep -------------------------------------------------------------------
     def _log_metrics(self, results: dict, stage: str) -> None:
