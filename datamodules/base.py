@@ -20,8 +20,10 @@ A sample is a dict:
 from __future__ import annotations
 
 import abc
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
@@ -29,6 +31,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from datamodules.augment import AugmentConfig, build_augmentation
+from datamodules.cache import CropCache, CroppedFace, cache_key
+from datamodules.files import ON_ERROR, DatasetError, Problems, read_image
 from landmarks.geometry import apply_affine, matrix_scale, points_bbox, square_crop_matrix, warp_to_crop
 from landmarks.layouts import LandmarkLayout, get_layout
 from landmarks.metrics import bbox_size, inter_ocular, inter_pupil
@@ -52,11 +56,20 @@ class RawFace:
 
 
 class FaceSource(abc.ABC):
-    """An annotated face list of one split. Subclasses parse a dataset's files; nothing else."""
+    """An annotated face list of one split. Subclasses parse a dataset's files; nothing else.
+
+    ``protocol`` holds the annotation choices a result depends on (coordinate origin, which ground truth,
+    folder); it is recorded with every result and keys the crop cache. ``expected_size`` and
+    ``expected_subsets`` are the published counts the dataset checker compares against.
+    """
 
     name: str
     layout: LandmarkLayout
     subset_names: tuple[str, ...] = ()
+    protocol: dict = {}
+    expected_size: int | None = None
+    expected_subsets: dict[str, int] = {}
+    problems: Problems | None = None  # what the parser skipped (on_error="skip")
 
     @abc.abstractmethod
     def __len__(self) -> int: ...
@@ -71,38 +84,128 @@ class FaceSource(abc.ABC):
 
 
 @dataclass
+class FaceRecord:
+    """One face of a list-style dataset, parsed up front; its image is decoded only when loaded."""
+
+    image: Path
+    landmarks: np.ndarray  # (K, 2) float, original-image pixels, pixel centres at integers
+    visible: np.ndarray  # (K,) bool
+    image_id: str
+    subsets: tuple[str, ...] = ()
+    boxes: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class RecordSource(FaceSource):
+    """A source whose annotations were parsed into :class:`FaceRecord` s; ``load`` decodes the image file."""
+
+    def __init__(self, name: str, layout: LandmarkLayout, records: list[FaceRecord],
+                 subset_names: tuple[str, ...] = (), protocol: dict | None = None,
+                 expected_size: int | None = None, expected_subsets: dict[str, int] | None = None,
+                 problems: Problems | None = None) -> None:
+        self.name, self.layout, self.records, self.subset_names = name, layout, records, tuple(subset_names)
+        self.protocol = dict(protocol or {})
+        self.expected_size, self.expected_subsets = expected_size, dict(expected_subsets or {})
+        self.problems = problems
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def image_id(self, index: int) -> str:
+        return self.records[index].image_id
+
+    def read_image(self, index: int) -> np.ndarray:
+        return read_image(self.records[index].image)
+
+    def load(self, index: int) -> RawFace:
+        r = self.records[index]
+        return RawFace(self.read_image(index), r.landmarks, r.visible, r.image_id, r.subsets, r.boxes)
+
+
+def check_points(problems: Problems, path: str | Path, points: np.ndarray, num_points: int,
+                 line: int | None = None) -> bool:
+    """Report landmarks of the wrong count or with NaN / infinite values; True when they are usable."""
+    if points.shape != (num_points, 2):
+        problems.report(path, f"expected {num_points} points, found {points.shape[0]}", line)
+        return False
+    if not np.isfinite(points).all():
+        problems.report(path, f"non-finite landmark coordinates (points {np.flatnonzero(~np.isfinite(points).all(1)).tolist()})", line)
+        return False
+    return True
+
+
+CENTERS = ("box", "centroid")
+
+
+@dataclass
 class CropProtocol:
     """How a face is cropped and which box defines the bbox normaliser; recorded with every result.
 
     Attributes:
-        box_source: key of ``RawFace.boxes`` the crop is built on (``"landmarks"``: the ground-truth box).
-        scale: crop side = ``scale * max(box width, box height)``, centred on the box centre.
+        box_source: key of ``RawFace.boxes`` the crop is built on (``"landmarks"``: the ground-truth box;
+            ``"given"``: the rectangle the dataset ships; other datasets add their own, e.g. ``"detector"``).
+        scale: crop side = ``scale * max(box width, box height)``.
+        center: ``"box"`` (the box centre) or ``"centroid"`` (mean of the ground-truth landmarks, PWC).
         bbox_norm_source: key of ``RawFace.boxes`` whose sqrt(w * h) is the ``bbox`` normaliser.
     """
 
     box_source: str = LANDMARK_BOX
     scale: float = 1.25
+    center: str = "box"
     bbox_norm_source: str = LANDMARK_BOX
 
+    def __post_init__(self) -> None:
+        if self.center not in CENTERS:
+            raise ValueError(f"crop center must be one of {CENTERS}, got {self.center!r}")
+        if not self.scale > 0:
+            raise ValueError(f"crop scale must be positive, got {self.scale}")
 
-def _box(raw: RawFace, source: str, dataset: str) -> np.ndarray:
+
+def _box(face: RawFace | CroppedFace, source: str, dataset: str) -> np.ndarray:
     if source == LANDMARK_BOX:
-        return points_bbox(raw.landmarks)
-    if source not in raw.boxes:
-        raise KeyError(f"{dataset}: face {raw.image_id!r} has no {source!r} box; it has "
-                       f"{sorted(raw.boxes) + [LANDMARK_BOX]}")
-    return np.asarray(raw.boxes[source], dtype=np.float64)
+        return points_bbox(np.asarray(face.landmarks, dtype=np.float64))
+    if source not in face.boxes:
+        raise DatasetError(face.image_id, f"{dataset}: no {source!r} box; this face has "
+                                          f"{sorted(face.boxes) + [LANDMARK_BOX]}")
+    return np.asarray(face.boxes[source], dtype=np.float64)
 
 
-def original_normalizers(raw: RawFace, layout: LandmarkLayout, protocol: CropProtocol, dataset: str) -> np.ndarray:
+def crop_matrix(raw: RawFace, protocol: CropProtocol, size: int, scale: float, dataset: str) -> np.ndarray:
+    """The similarity mapping ``raw`` into a ``size`` crop of the protocol's box enlarged ``scale`` times.
+
+    Raises :class:`DatasetError` when the box is degenerate or lies entirely outside the image (a box that
+    is partly outside is normal for faces at the border).
+    """
+    box = _box(raw, protocol.box_source, dataset)
+    h, w = raw.image.shape[:2]
+    if not (np.isfinite(box).all() and box[2] > box[0] and box[3] > box[1]):
+        raise DatasetError(raw.image_id, f"{dataset}: degenerate {protocol.box_source!r} box {box.tolist()}")
+    if box[2] < 0 or box[3] < 0 or box[0] > w - 1 or box[1] > h - 1:
+        raise DatasetError(raw.image_id, f"{dataset}: {protocol.box_source!r} box {box.round(1).tolist()} "
+                                         f"lies outside the {w}x{h} image")
+    center = np.asarray(raw.landmarks, dtype=np.float64).mean(0) if protocol.center == "centroid" else None
+    return square_crop_matrix(box, scale, size, center=center)
+
+
+def original_normalizers(face: RawFace | CroppedFace, layout: LandmarkLayout, protocol: CropProtocol,
+                         dataset: str) -> np.ndarray:
     """The (3,) normalisers of NORMALIZERS in original-image pixels, from the ground truth."""
-    pts = torch.from_numpy(np.asarray(raw.landmarks, dtype=np.float64))[None]
-    box = torch.from_numpy(_box(raw, protocol.bbox_norm_source, dataset))[None]
+    pts = torch.from_numpy(np.asarray(face.landmarks, dtype=np.float64))[None]
+    box = torch.from_numpy(_box(face, protocol.bbox_norm_source, dataset))[None]
     return np.array([float(inter_ocular(pts, layout)), float(inter_pupil(pts, layout)), float(bbox_size(box))])
 
 
 class FaceDataset(Dataset):
-    """Crops, augments and tensorises the faces ``indices`` of a source."""
+    """Crops, augments and tensorises the faces ``indices`` of a source.
+
+    With augmentation, the crop window is ``margin`` times the protocol's crop (same pixel scale); the
+    augmentation runs on the window and the centre ``input_size`` square is kept, so rotations and zoom-outs
+    show image context instead of borders. Without augmentation the window is the crop itself.
+
+    ``cache_dir`` keeps each cropped window on disk (see ``datamodules.cache``) so later epochs skip decoding.
+    ``on_error="skip"`` replaces a face whose image cannot be used by the next usable one, with a warning
+    naming the file (and ``skipped`` counts them in this process); the evaluation metrics de-duplicate by
+    dataset index, so a skipped test face is missing, never counted twice.
+    """
 
     def __init__(
         self,
@@ -114,11 +217,26 @@ class FaceDataset(Dataset):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         seed: int = 0,
+        margin: float = 1.0,
+        cache_dir: str | Path | None = None,
+        on_error: str = "raise",
     ) -> None:
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        if margin < 1:
+            raise ValueError(f"crop margin must be >= 1, got {margin}")
         self.source, self.indices, self.input_size, self.crop = source, list(indices), input_size, crop
         self.augment = build_augmentation(augment, source.layout, seed=seed) if augment is not None else None
+        self.pad = round(input_size * (margin - 1) / 2) if augment is not None else 0
+        self.window = input_size + 2 * self.pad
         self.mean = np.asarray(mean, dtype=np.float32) * 255
         self.std = np.asarray(std, dtype=np.float32) * 255
+        self.on_error, self.skipped = on_error, 0
+        self.cache = None
+        if cache_dir is not None:
+            key = cache_key(source=source.name, protocol=source.protocol, faces=len(source), crop=asdict(crop),
+                            window=self.window, scale=crop.scale * self.window / input_size)
+            self.cache = CropCache(cache_dir, key)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -128,34 +246,63 @@ class FaceDataset(Dataset):
         if self.augment is not None:
             self.augment.set_random_seed(seed % 2**32)
 
-    def __getitem__(self, i: int) -> dict:
-        index = self.indices[i]
+    def cropped(self, index: int) -> CroppedFace:
+        """Face ``index`` of the source cut to the crop window (from the cache when it is there)."""
+        face = self.cache.get(index) if self.cache is not None else None
+        if face is not None:
+            return face
         raw = self.source.load(index)
-        name = self.source.name
-        if raw.landmarks.shape != (self.source.layout.num_points, 2):
-            raise ValueError(f"{name}: face {raw.image_id!r} has landmarks of shape {raw.landmarks.shape}, "
-                             f"expected ({self.source.layout.num_points}, 2)")
+        name, k = self.source.name, self.source.layout.num_points
+        if raw.landmarks.shape != (k, 2):
+            raise DatasetError(raw.image_id, f"{name}: landmarks of shape {raw.landmarks.shape}, expected ({k}, 2)")
         if not np.isfinite(raw.landmarks).all():
-            raise ValueError(f"{name}: face {raw.image_id!r} has non-finite landmark coordinates")
-        matrix = square_crop_matrix(_box(raw, self.crop.box_source, name), self.crop.scale, self.input_size)
-        image = warp_to_crop(raw.image, matrix, self.input_size)
-        landmarks = apply_affine(np.asarray(raw.landmarks, dtype=np.float64), matrix)
-        visible = np.asarray(raw.visible, dtype=bool)
+            raise DatasetError(raw.image_id, f"{name}: non-finite landmark coordinates")
+        matrix = crop_matrix(raw, self.crop, self.window, self.crop.scale * self.window / self.input_size, name)
+        face = CroppedFace(
+            image=warp_to_crop(raw.image, matrix, self.window), matrix=matrix,
+            landmarks=np.asarray(raw.landmarks, dtype=np.float64), visible=np.asarray(raw.visible, dtype=bool),
+            image_id=raw.image_id, original_size=tuple(raw.image.shape[:2]), subsets=tuple(raw.subsets),
+            boxes={k: np.asarray(v, dtype=np.float64) for k, v in raw.boxes.items()},
+        )
+        if self.cache is not None:
+            self.cache.put(index, face)
+        return face
+
+    def __getitem__(self, i: int) -> dict:
+        for attempt in range(len(self.indices)):
+            index = self.indices[(i + attempt) % len(self.indices)]
+            try:
+                return self._sample(index)
+            except DatasetError as error:
+                if self.on_error == "raise":
+                    raise
+                self.skipped += 1
+                warnings.warn(f"skipping bad face ({self.skipped} so far in this process): {error}", stacklevel=2)
+        raise DatasetError(self.source.name, "every face failed to load")
+
+    def _sample(self, index: int) -> dict:
+        face = self.cropped(index)
+        image, landmarks, visible = face.image, apply_affine(face.landmarks, face.matrix), face.visible
         if self.augment is not None:
             out = self.augment(image=image, keypoints=landmarks.astype(np.float32), visible=visible)
             image, landmarks, visible = out["image"], np.asarray(out["keypoints"]), np.asarray(out["visible"])
-        norms = original_normalizers(raw, self.source.layout, self.crop, name) * matrix_scale(matrix)
+        if self.pad:  # keep the centre input_size square of the window
+            image = image[self.pad:self.pad + self.input_size, self.pad:self.pad + self.input_size]
+            landmarks = landmarks - self.pad
+        matrix = face.matrix.copy()
+        matrix[:, 2] -= self.pad  # original image -> final crop (before augmentation)
+        norms = original_normalizers(face, self.source.layout, self.crop, self.source.name) * matrix_scale(matrix)
         image = (image.astype(np.float32) - self.mean) / self.std
         return {
             "image": torch.from_numpy(image.transpose(2, 0, 1).copy()),
             "landmarks": torch.from_numpy(landmarks.astype(np.float32)),
             "visible": torch.from_numpy(visible.astype(bool)),
-            "norm": {k: torch.tensor(v, dtype=torch.float32) for k, v in zip(NORMALIZERS, norms, strict=False)},
-            "subsets": tuple(raw.subsets),
+            "norm": {k: torch.tensor(v, dtype=torch.float32) for k, v in zip(NORMALIZERS, norms, strict=True)},
+            "subsets": tuple(face.subsets),
             "meta": {
                 "index": index,
-                "image_id": raw.image_id,
-                "original_size": tuple(raw.image.shape[:2]),
+                "image_id": face.image_id,
+                "original_size": tuple(face.original_size),
                 "transform": torch.from_numpy(matrix),
             },
         }
@@ -208,6 +355,11 @@ class FaceLandmarkDataModule(pl.LightningDataModule):
         primary_normalizer: the normaliser of the dataset's headline NME (used for checkpoint selection).
         mean, std: image normalisation (RGB, fractions of 255).
         seed: seed of the validation split and of the augmentation streams.
+        margin: training crop window as a multiple of the crop, so augmentation sees context (>= 1).
+        cache_dir: folder for the cache of cropped faces (None: decode every time; see ``datamodules.cache``).
+        on_error: ``"raise"`` stops at the first bad file with its name; ``"skip"`` drops bad faces with a
+            counted warning and a summary.
+        check_counts: enforce the published split sizes (turn off only for a deliberately partial copy).
     """
 
     def __init__(
@@ -223,8 +375,14 @@ class FaceLandmarkDataModule(pl.LightningDataModule):
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
         seed: int = 0,
+        margin: float = 1.0,
+        cache_dir: str | None = None,
+        on_error: str = "raise",
+        check_counts: bool = True,
     ) -> None:
         super().__init__()
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         if primary_normalizer not in NORMALIZERS:
             raise ValueError(f"primary_normalizer must be one of {NORMALIZERS}, got {primary_normalizer!r}")
         self.layout_name = get_layout(layout).name
@@ -233,6 +391,7 @@ class FaceLandmarkDataModule(pl.LightningDataModule):
         self.crop = crop if crop is not None else CropProtocol()
         self.augment = augment
         self.primary_normalizer = primary_normalizer
+        self.margin, self.cache_dir, self.on_error, self.check_counts = margin, cache_dir, on_error, check_counts
         self.datasets: dict[str, FaceDataset] = {}
         self._sources: dict[str, FaceSource] = {}
         self.save_hyperparameters()
@@ -256,7 +415,10 @@ class FaceLandmarkDataModule(pl.LightningDataModule):
     def source(self, split: str) -> FaceSource:
         """The (cached) source of ``split``."""
         if split not in self._sources:
-            self._sources[split] = self.build_source(split)
+            source = self.build_source(split)
+            if source.problems is not None:
+                source.problems.warn()
+            self._sources[split] = source
         return self._sources[split]
 
     @property
@@ -266,7 +428,8 @@ class FaceLandmarkDataModule(pl.LightningDataModule):
     def _dataset(self, source: FaceSource, indices: Sequence[int], augment: AugmentConfig | None) -> FaceDataset:
         if source.layout != self.layout:
             raise ValueError(f"{source.name} has layout {source.layout.name}, the datamodule {self.layout_name}")
-        return FaceDataset(source, indices, self.input_size, self.crop, augment, self.mean, self.std, self.seed)
+        return FaceDataset(source, indices, self.input_size, self.crop, augment, self.mean, self.std, self.seed,
+                           margin=self.margin, cache_dir=self.cache_dir, on_error=self.on_error)
 
     def setup(self, stage: str) -> None:
         if stage in ("fit", "validate") and "train" not in self.datasets:
@@ -305,6 +468,7 @@ class FaceLandmarkDataModule(pl.LightningDataModule):
         """What an evaluation on this datamodule must record: dataset, layout, crop, normalisers, splits."""
         return {
             "dataset": self.test_source.name,
+            "annotation": dict(self.test_source.protocol),
             "layout": self.layout_name,
             "input_size": self.input_size,
             "crop": asdict(self.crop),

@@ -48,6 +48,8 @@ class SyntheticFaceSource(FaceSource):
         self.split, self.size, self.seed = split, size, seed
         self.image_size, self.attribute_rate, self.box_jitter = image_size, attribute_rate, box_jitter
         self.name = f"synthetic-{self.layout.name}-{split}"
+        self.protocol = {"seed": seed, "image_size": image_size, "attribute_rate": attribute_rate,
+                         "box_jitter": box_jitter}
 
     def __len__(self) -> int:
         return self.size

@@ -14,6 +14,7 @@ from datamodules.base import (
     collate_faces,
     split_indices,
 )
+from datamodules.files import DatasetError
 from datamodules.synthetic import SyntheticFaceDataModule, SyntheticFaceSource
 from landmarks.geometry import apply_affine, invert_affine
 from landmarks.layouts import W300_68, WFLW_98
@@ -105,11 +106,11 @@ def test_bad_landmarks_raise_clear_errors():
     good = np.random.default_rng(0).uniform(10, 40, (68, 2))
     nan = good.copy()
     nan[3, 1] = np.nan
-    with pytest.raises(ValueError, match="broken: face 'face-0' has non-finite"):
+    with pytest.raises(DatasetError, match="^face-0: broken: non-finite"):
         FaceDataset(BrokenSource(nan), [0], 32, CropProtocol())[0]
-    with pytest.raises(ValueError, match=r"shape \(5, 2\)"):
+    with pytest.raises(DatasetError, match=r"^face-0: .*shape \(5, 2\)"):
         FaceDataset(BrokenSource(good[:5]), [0], 32, CropProtocol())[0]
-    with pytest.raises(KeyError, match="no 'given' box"):
+    with pytest.raises(DatasetError, match="^face-0: broken: no 'given' box"):
         FaceDataset(BrokenSource(good), [0], 32, CropProtocol(box_source="given"))[0]
 
 

@@ -1,0 +1,131 @@
+"""Reading dataset files with errors that name the file: images, problem collection, folder scans.
+
+Every parser reports a bad input through :class:`Problems`, which either raises a :class:`DatasetError`
+naming the file (and line) at once (``on_error="raise"``, the default) or, when the user asked to skip bad
+samples (``on_error="skip"``), counts it, warns once with a summary, and lets the parser drop the face. Either
+way a split never comes out silently shorter.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ON_ERROR = ("raise", "skip")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff")
+
+
+class DatasetError(ValueError):
+    """A problem with one of a dataset's files; the message starts with the file (and line)."""
+
+    def __init__(self, path: str | Path, message: str, line: int | None = None) -> None:
+        self.path, self.line, self.reason = str(path), line, message
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass
+class Problems:
+    """Collects bad inputs of one source: raise at the first (``"raise"``) or count and summarise (``"skip"``)."""
+
+    source: str
+    on_error: str = "raise"
+    errors: list[DatasetError] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}, got {self.on_error!r}")
+
+    def report(self, path: str | Path, message: str, line: int | None = None) -> None:
+        """Record one bad input; raises at once unless skipping."""
+        error = DatasetError(path, message, line)
+        if self.on_error == "raise":
+            raise error
+        self.errors.append(error)
+
+    def summary(self, limit: int = 20) -> str:
+        lines = [f"{self.source}: skipped {len(self.errors)} bad sample(s):"]
+        lines += [f"  {e}" for e in self.errors[:limit]]
+        if len(self.errors) > limit:
+            lines.append(f"  ... and {len(self.errors) - limit} more")
+        return "\n".join(lines)
+
+    def warn(self) -> None:
+        """Warn once with the count and the list of skipped samples (nothing when there were none)."""
+        if self.errors:
+            warnings.warn(self.summary(), stacklevel=3)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode an image file to (H, W, 3) uint8 RGB.
+
+    Greyscale images are replicated to three channels, 16-bit images are scaled to 8 bits (value / 257),
+    palette and alpha images are converted to RGB. EXIF orientation is ignored on purpose: annotations refer
+    to the stored pixel grid. A missing, unreadable or truncated file raises :class:`DatasetError`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(path, "image file is missing")
+    try:
+        with Image.open(path) as im:
+            im.load()  # decodes fully: a truncated file fails here, not later
+            mode = im.mode
+            if mode in ("I;16", "I;16B", "I;16L", "I"):
+                array = np.asarray(im, dtype=np.float64)
+                high = 65535.0 if mode.startswith("I;16") or array.max() > 255 else 255.0
+                array = np.clip(np.rint(array * (255.0 / high)), 0, 255).astype(np.uint8)
+                return np.repeat(array[:, :, None], 3, axis=2)
+            if mode == "L":
+                return np.repeat(np.asarray(im)[:, :, None], 3, axis=2)
+            if mode != "RGB":
+                im = im.convert("RGB")
+            return np.asarray(im).copy()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise DatasetError(path, f"unreadable or truncated image ({error})") from None
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(H, W) of an image from its header, without decoding it."""
+    try:
+        with Image.open(path) as im:
+            return im.height, im.width
+    except (OSError, SyntaxError, ValueError) as error:
+        raise DatasetError(path, f"unreadable image header ({error})") from None
+
+
+def find_image(stem: Path, suffixes: Iterable[str] = IMAGE_SUFFIXES) -> Path | None:
+    """The image beside an annotation: ``stem`` with the first existing suffix (any case), else None."""
+    for suffix in suffixes:
+        for candidate in (stem.with_name(stem.name + suffix), stem.with_name(stem.name + suffix.upper())):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def require_folder(path: str | Path, what: str, pattern: str = "*") -> Path:
+    """``path`` as a folder that exists and holds at least one ``pattern`` file; clear error otherwise."""
+    path = Path(path)
+    if not path.is_dir():
+        raise DatasetError(path, f"{what} folder is missing")
+    if next(path.glob(pattern), None) is None:
+        raise DatasetError(path, f"{what} folder has no {pattern} files")
+    return path
+
+
+def require_file(path: str | Path, what: str) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(path, f"{what} file is missing")
+    return path
+
+
+def check_count(problems: Problems, path: str | Path, found: int, expected: int | None, enforce: bool) -> None:
+    """Enforce a split's published size (a partial copy must be asked for with ``check_counts=False``)."""
+    if enforce and expected is not None and found != expected:
+        raise DatasetError(path, f"{problems.source}: found {found} faces, the published split has {expected} "
+                                 "(incomplete copy? pass check_counts=False to use a partial one)")
