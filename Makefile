@@ -4,10 +4,13 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
+# One sub-folder per dataset (README, "Datasets").
+DATA_ROOT ?= data
+
 export WANDB_MODE ?= offline
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: install demo test test-slow bench lint clean
+.PHONY: install demo test test-slow bench lint clean check-data
 
 install: $(STAMP)
 
@@ -29,6 +32,9 @@ test-slow: install
 
 bench: install
 	$(PY) benchmarks/bench.py
+
+check-data: install
+	$(PY) -m datamodules.check all --data-root $(DATA_ROOT)
 
 lint: install
 	$(PY) -m ruff check .

@@ -2,6 +2,9 @@
 
 1. Synthetic data pipeline: samples/s of the training dataset (render + crop + augment + tensorise) with
    0, 1 and 2 DataLoader workers, and per worker.
+1b. File pipeline on a tiny 300W-format tree (800 px JPEGs + ``.pts``, as real photos): decode + crop +
+   augment per epoch without the cache, and with the crop cache (epoch 1 fills it, epoch 2 reads it), with
+   persistent workers.
 2. Heatmap target encoding per batch vs one training step of the demo hourglass.
 3. Metric computation for 10,000 images x 98 points (NMEMetric update + compute, functional AUC).
 4. One training step of the demo hourglass in fp32 vs bf16-mixed autocast, with and without channels_last.
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -21,11 +25,13 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from datamodules.augment import AugmentConfig  # noqa: E402
 from datamodules.base import collate_faces, seed_worker  # noqa: E402
-from datamodules.synthetic import SyntheticFaceDataModule  # noqa: E402
+from datamodules.synthetic import SyntheticFaceDataModule, SyntheticFaceSource  # noqa: E402
+from datamodules.w300 import W300DataModule  # noqa: E402
 from landmarks.heatmaps import crop_to_heatmap, encode_gaussian  # noqa: E402
 from landmarks.layouts import WFLW_98  # noqa: E402
 from landmarks.metrics import NMEMetric, auc, inter_ocular, per_image_nme  # noqa: E402
@@ -62,6 +68,45 @@ def bench_data(n: int, input_size: int, batch_size: int) -> pd.DataFrame:
         rows.append({"workers": workers, "samples": count, "samples/s": count / elapsed,
                      "samples/s per worker": count / elapsed / max(workers, 1)})
     return pd.DataFrame(rows)
+
+
+def write_300w_tree(root: str, n: int, image_size: int = 800) -> None:
+    """``n`` synthetic faces written as a 300W training tree: JPEG photos and 1-based ``.pts`` files."""
+    source = SyntheticFaceSource("300w_68", "train", n, seed=5, image_size=image_size)
+    for i in range(n):
+        folder = os.path.join(root, ("afw", "helen/trainset", "lfpw/trainset")[i % 3])
+        os.makedirs(folder, exist_ok=True)
+        face = source.load(i)
+        Image.fromarray(face.image).save(os.path.join(folder, f"face_{i:04d}.jpg"), quality=90)
+        lines = ["version: 1", "n_points:  68", "{"] + [f"{x + 1:.6f} {y + 1:.6f}" for x, y in face.landmarks]
+        with open(os.path.join(folder, f"face_{i:04d}.pts"), "w") as f:
+            f.write("\n".join(lines) + "\n}")
+
+
+def bench_files(n: int, input_size: int, batch_size: int) -> pd.DataFrame:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        write_300w_tree(os.path.join(tmp, "300W"), n)
+        for workers in (0, 1, 2):
+            for cached in (False, True):
+                dm = W300DataModule(os.path.join(tmp, "300W"), check_counts=False, input_size=input_size,
+                                    batch_size=batch_size, num_workers=workers, val_size=1, augment=AugmentConfig(),
+                                    margin=1.25, cache_dir=os.path.join(tmp, f"cache{workers}") if cached else None)
+                dm.setup("fit")
+                loader = dm.train_dataloader()  # persistent workers: started once, kept across epochs
+                for epoch in (1, 2):
+                    start = time.perf_counter()
+                    count = sum(len(batch["image"]) for batch in loader)
+                    rate = count / (time.perf_counter() - start)
+                    mode = ("cache, epoch 1 (fills it)" if epoch == 1 else "cache, epoch 2") if cached else \
+                        f"decode, epoch {epoch}"
+                    rows.append({"workers": workers, "mode": mode, "samples": count, "samples/s": rate,
+                                 "samples/s per worker": rate / max(workers, 1)})
+                del loader
+    frame = pd.DataFrame(rows)
+    decode = frame[frame["mode"] == "decode, epoch 2"].set_index("workers")["samples/s"]
+    frame["vs decode"] = [r["samples/s"] / decode[r["workers"]] for _, r in frame.iterrows()]
+    return frame
 
 
 def training_step_fn(model: torch.nn.Module, batch: dict, autocast: bool, channels_last: bool) -> Callable:
@@ -152,6 +197,8 @@ def main(argv: list[str] | None = None) -> None:
     sections = [
         ("Synthetic data pipeline (render + crop + augment + tensorise)",
          lambda: bench_data(64 if opts.quick else 256, input_size, batch_size)),
+        ("File pipeline: 300W-format tree of 800 px JPEGs, 96 px crops, augmentation, margin 1.25",
+         lambda: bench_files(48 if opts.quick else 160, input_size, batch_size)),
         ("Heatmap target encoding vs one training step (demo hourglass)",
          lambda: bench_encoding(batch_size, input_size, repeats)),
         ("Metric computation", lambda: bench_metrics(10_000, repeats)),

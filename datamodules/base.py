@@ -128,7 +128,8 @@ def check_points(problems: Problems, path: str | Path, points: np.ndarray, num_p
         problems.report(path, f"expected {num_points} points, found {points.shape[0]}", line)
         return False
     if not np.isfinite(points).all():
-        problems.report(path, f"non-finite landmark coordinates (points {np.flatnonzero(~np.isfinite(points).all(1)).tolist()})", line)
+        bad = np.flatnonzero(~np.isfinite(points).all(1)).tolist()
+        problems.report(path, f"non-finite landmark coordinates (points {bad})", line)
         return False
     return True
 

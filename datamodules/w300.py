@@ -116,7 +116,8 @@ def read_300w_boxes(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
     except (OSError, ValueError) as error:
         raise DatasetError(path, f"unreadable .mat file ({error})") from None
     if "bounding_boxes" not in mat:
-        raise DatasetError(path, f"missing variable 'bounding_boxes' (has {sorted(k for k in mat if not k.startswith('__'))})")
+        names = sorted(k for k in mat if not k.startswith("__"))
+        raise DatasetError(path, f"missing variable 'bounding_boxes' (the file has {names})")
     boxes = {}
     for entry in np.atleast_1d(mat["bounding_boxes"]):
         boxes[str(entry.imgName)] = {"detector": np.asarray(entry.bb_detector, dtype=np.float64),
@@ -212,7 +213,7 @@ def masked_300w_source(root: str | Path, one_based: bool = True, on_error: str =
 
 def check_sources(root: str | Path, **options) -> dict[str, FaceSource]:
     """Every 300W folder as its own source, for the dataset checker."""
-    return {key: w300_source(root, {key: (key,)}, f"300w-{key}", **options) for key in FOLDERS}
+    return {key: w300_source(root, {key: ()}, f"300w-{key}", **options) for key in FOLDERS}
 
 
 def check_masked_sources(root: str | Path, **options) -> dict[str, FaceSource]:
