@@ -302,3 +302,44 @@ def test_margin_window_centre_equals_the_plain_crop(tmp_path):
         torch.testing.assert_close(a["landmarks"], b["landmarks"], atol=1e-4, rtol=0)
         torch.testing.assert_close(a["meta"]["transform"], b["meta"]["transform"], atol=1e-9, rtol=0)
         assert (a["image"] - b["image"]).abs().max() < 0.05  # same pixel grid; bilinear rounding only
+
+
+def test_cli_trains_and_tests_on_a_300w_tree_and_records_the_protocol(tmp_path, monkeypatch):
+    """The real-format datamodule through LightningCLI: layout linked, record carries the annotation protocol."""
+    root = make_300w(tmp_path / "300W", per_folder=3)
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "300w.yaml"
+    config.write_text(f"""
+seed_everything: 0
+trainer:
+  max_steps: 2
+  limit_val_batches: 1
+  logger: false
+  enable_progress_bar: false
+  callbacks:
+    - class_path: leaderboard.callback.EvaluationRecorder
+      init_args: {{results_dir: results, method: tiny}}
+model:
+  class_path: lightning_modules.hourglass.StackedHourglassModule
+  init_args: {{num_stacks: 1, depth: 2, channels: 16}}
+data:
+  class_path: datamodules.w300.W300DataModule
+  init_args:
+    root: {root}
+    test_set: full
+    check_counts: false
+    input_size: 64
+    batch_size: 4
+    num_workers: 0
+    val_size: 2
+    crop: {{box_source: landmarks, scale: 1.3, center: centroid}}
+""")
+    from experiments.cli import main as cli_main
+    from leaderboard.store import load_records
+
+    cli = cli_main(["fit", "--config", str(config), "--trainer.default_root_dir=fit"])
+    assert cli.model.layout.name == "300w_68" and isinstance(cli.datamodule.crop, CropProtocol)
+    cli_main(["test", "--config", str(config), "--trainer.default_root_dir=test"])
+    (record,) = load_records(tmp_path / "results")
+    assert record["protocol"]["annotation"] == {"one_based": True, "folders": ["helen_test", "lfpw_test", "ibug"]}
+    assert record["protocol"]["crop"]["center"] == "centroid" and record["test_set"] == "300w-full"
