@@ -1,0 +1,160 @@
+"""AFLW (19 points): the AFLWinfo_release.mat split of Zhu et al. (CCL), full test set and frontal subset.
+
+Expected layout under ``root`` (the DATA_ROOT sub-folder ``AFLW``; DATASETS.md, "AFLW"):
+
+    AFLWinfo_release.mat       (MATLAB v5)
+    flickr/<nameList path>     (the AFLW images, e.g. flickr/3/image00035.jpg)
+
+``AFLWinfo_release.mat`` holds one row per face (24,386): ``bbox`` [x1 x2 y1 y2] (note the order), ``data``
+(19 x then 19 y), ``mask_new`` (1 = visible), ``nameList`` (paths relative to ``flickr/``) and ``ra``, a
+1-based permutation of the rows whose first 20,000 entries are the training faces and the last 4,386 the test
+faces. An image can hold several faces, so faces are rows, not files.
+
+The test set is reported as "full" (every test face) and "frontal" (the ``frontal`` subset tag: test faces
+with all 19 points visible; most papers quote 1,165 faces, TAB 1,314, so the count is not enforced and the
+dataset checker prints what it finds). Every paper normalises by face size, sqrt(w * h) of the given box: the
+default crop protocol makes that box the ``bbox`` normaliser and the datamodule's primary one.
+
+The coordinate origin of the release is not documented: ``one_based=False`` (default) keeps the file's
+numbers, ``True`` subtracts 1 from points and boxes. The choice is recorded with every result; it shifts
+absolute coordinates by one pixel and leaves every NME unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+from scipy.io.matlab import MatReadError
+
+from datamodules.base import CropProtocol, FaceLandmarkDataModule, FaceRecord, FaceSource, RecordSource, check_points
+from datamodules.files import DatasetError, Problems, check_count, require_file
+from landmarks.layouts import AFLW_19
+
+INFO_FILE = "AFLWinfo_release.mat"
+IMAGE_FOLDER = "flickr"
+TRAIN_SIZE, TEST_SIZE = 20000, 4386  # the split of ``ra`` (Zhu et al., CVPR 2016)
+SPLITS = ("train", "test")
+# Default crop: the given face box enlarged 1.25x; its sqrt(w * h) is the "bbox" (face-size) normaliser. A
+# dataclass default (not None) so that a config setting only ``crop.scale`` keeps the given box.
+AFLW_CROP = CropProtocol(box_source="given", scale=1.25, bbox_norm_source="given")
+
+
+@dataclass
+class AflwInfo:
+    """The contents of AFLWinfo_release.mat, one row per face, in the file's coordinates."""
+
+    names: list[str]  # image paths relative to flickr/
+    landmarks: np.ndarray  # (N, 19, 2) float
+    visible: np.ndarray  # (N, 19) bool
+    boxes: np.ndarray  # (N, 4) x1 y1 x2 y2 (reordered from the file's x1 x2 y1 y2)
+    train_index: np.ndarray  # 0-based rows of the training faces, in ``ra`` order
+    test_index: np.ndarray  # 0-based rows of the test faces, in ``ra`` order
+
+
+def load_mat(path: str | Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The variables ``names`` of a MATLAB v5 file; a missing file or variable raises naming both."""
+    path = require_file(path, "MATLAB")
+    try:
+        mat = scipy.io.loadmat(str(path), variable_names=list(names))
+    except (OSError, ValueError, TypeError, IndexError, NotImplementedError, MatReadError) as error:
+        raise DatasetError(path, f"unreadable .mat file ({error})") from None
+    for name in names:
+        if name not in mat:
+            raise DatasetError(path, f"missing variable {name!r}")
+    return mat
+
+
+def _cell_text(cell: object) -> str:
+    """A string stored in a MATLAB cell (loadmat wraps it in arrays of one element)."""
+    while isinstance(cell, np.ndarray):
+        cell = cell.ravel()[0] if cell.size else ""
+    return str(cell)
+
+
+def read_aflw_info(path: str | Path, train_size: int = TRAIN_SIZE) -> AflwInfo:
+    """Parse AFLWinfo_release.mat; the first ``train_size`` entries of ``ra`` are the training faces.
+
+    Raises :class:`DatasetError` naming the file on a missing variable, a variable of the wrong shape, or an
+    ``ra`` that is not a permutation of 1..N: any of them makes the whole split unusable.
+    """
+    mat = load_mat(path, ("bbox", "data", "mask_new", "nameList", "ra"))
+    data = np.asarray(mat["data"], dtype=np.float64)
+    k = AFLW_19.num_points
+    if data.ndim != 2 or data.shape[1] != 2 * k:
+        raise DatasetError(path, f"'data' has shape {data.shape}, expected (N, {2 * k})")
+    n = len(data)
+    bbox = np.asarray(mat["bbox"], dtype=np.float64)
+    mask = np.asarray(mat["mask_new"], dtype=np.float64)
+    names = [_cell_text(c) for c in np.asarray(mat["nameList"], dtype=object).ravel()]
+    ra = np.asarray(mat["ra"], dtype=np.float64).ravel()
+    for name, shape, expected in (("bbox", bbox.shape, (n, 4)), ("mask_new", mask.shape, (n, k)),
+                                  ("nameList", (len(names),), (n,)), ("ra", ra.shape, (n,))):
+        if shape != expected:
+            raise DatasetError(path, f"{name!r} has shape {shape}, expected {expected} (one row per face)")
+    if not np.isin(mask, (0, 1)).all():
+        raise DatasetError(path, "'mask_new' holds values other than 0 / 1")
+    if not np.array_equal(np.sort(ra), np.arange(1, n + 1)):
+        raise DatasetError(path, f"'ra' is not a permutation of 1..{n}")
+    order = ra.astype(np.int64) - 1
+    return AflwInfo(names, np.stack([data[:, :k], data[:, k:]], -1), mask == 1, bbox[:, [0, 2, 1, 3]],
+                    order[:train_size], order[train_size:])
+
+
+def aflw_source(root: str | Path, split: str, one_based: bool = False, train_size: int = TRAIN_SIZE,
+                on_error: str = "raise", check_counts: bool = True) -> RecordSource:
+    """The AFLW faces of ``split`` ("train" or "test"); test faces with every point visible are "frontal"."""
+    if split not in SPLITS:
+        raise ValueError(f"AFLW split must be one of {SPLITS}, got {split!r}")
+    root, name = Path(root), f"aflw-{split}"
+    path, problems, shift = root / INFO_FILE, Problems(name, on_error), 1.0 if one_based else 0.0
+    info = read_aflw_info(path, train_size)
+    faces = []
+    for row in info.train_index if split == "train" else info.test_index:
+        image_id = f"{IMAGE_FOLDER}/{info.names[row]}"
+        if not check_points(problems, f"{path} row {row + 1} ({image_id})", info.landmarks[row], AFLW_19.num_points):
+            continue
+        if not (root / image_id).is_file():
+            problems.report(root / image_id, f"image file is missing (row {row + 1} of {INFO_FILE})")
+            continue
+        visible = info.visible[row]
+        tags = ("frontal",) if split == "test" and visible.all() else ()
+        faces.append(FaceRecord(root / image_id, info.landmarks[row] - shift, visible, image_id, tags,
+                                {"given": info.boxes[row] - shift}))
+    expected = TRAIN_SIZE if split == "train" else TEST_SIZE
+    check_count(problems, path, len(faces) + len(problems.errors), expected, check_counts)
+    protocol = {"one_based": one_based, "train_size": train_size}
+    subsets = ("frontal",) if split == "test" else ()
+    return RecordSource(name, AFLW_19, faces, subsets, protocol, expected, {}, problems)
+
+
+def check_sources(root: str | Path, **options) -> dict[str, FaceSource]:
+    """The AFLW train and test splits, for the dataset checker (the frontal count is printed, not enforced)."""
+    return {split: aflw_source(root, split, **options) for split in SPLITS}
+
+
+class AFLWDataModule(FaceLandmarkDataModule):
+    """AFLW-19: train on the 20,000 training faces, test on the 4,386 test faces (subset "frontal").
+
+    Args:
+        root: the AFLW folder (layout in the module docstring).
+        one_based: subtract 1 from the file's coordinates (the release does not document its origin).
+        train_size: how many leading entries of ``ra`` are training faces (20,000; change it only for a
+            partial or hand-made copy, together with ``check_counts=False``).
+        crop: default ``AFLW_CROP``: the given face box enlarged 1.25x, also the face-size normaliser (None: the
+            same).
+        primary_normalizer: default "bbox": face size, sqrt(w * h) of the given box, as every AFLW paper.
+        **kwargs: FaceLandmarkDataModule arguments.
+    """
+
+    def __init__(self, root: str, one_based: bool = False, train_size: int = TRAIN_SIZE,
+                 crop: CropProtocol | None = AFLW_CROP, primary_normalizer: str = "bbox", **kwargs) -> None:
+        super().__init__(layout=AFLW_19.name, crop=replace(crop or AFLW_CROP), primary_normalizer=primary_normalizer,
+                         **kwargs)
+        self.root, self.one_based, self.train_size = root, one_based, train_size
+
+    def build_source(self, split: str) -> FaceSource:
+        return aflw_source(self.root, split, one_based=self.one_based, train_size=self.train_size,
+                           on_error=self.on_error, check_counts=self.check_counts)
