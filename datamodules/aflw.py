@@ -22,7 +22,7 @@ absolute coordinates by one pixel and leaves every NME unchanged.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -150,8 +150,8 @@ class AFLWDataModule(FaceLandmarkDataModule):
     """
 
     def __init__(self, root: str, one_based: bool = False, train_size: int = TRAIN_SIZE,
-                 crop: CropProtocol | None = AFLW_CROP, primary_normalizer: str = "bbox", **kwargs) -> None:
-        super().__init__(layout=AFLW_19.name, crop=replace(crop or AFLW_CROP), primary_normalizer=primary_normalizer,
+                 crop: CropProtocol = AFLW_CROP, primary_normalizer: str = "bbox", **kwargs) -> None:
+        super().__init__(layout=AFLW_19.name, crop=crop or AFLW_CROP, primary_normalizer=primary_normalizer,
                          **kwargs)
         self.root, self.one_based, self.train_size = root, one_based, train_size
 

@@ -47,6 +47,7 @@ from datamodules.base import (
     check_points,
 )
 from datamodules.files import DatasetError, Problems, check_count, read_image, require_file, require_folder
+from datamodules.w300 import W300_CROP
 from landmarks.layouts import W300_68
 
 AFLW2000_FOLDER = "AFLW2000"
@@ -226,10 +227,10 @@ class AFLW2000DataModule(FaceLandmarkDataModule):
 
     def __init__(self, root: str, train_root: str, ground_truth: str = "original",
                  reannotated_file: str | None = None, include_flipped: bool = False,
-                 crop: CropProtocol | None = None, primary_normalizer: str = "bbox", **kwargs) -> None:
+                 crop: CropProtocol = W300_CROP, primary_normalizer: str = "bbox", **kwargs) -> None:
         if ground_truth not in GROUND_TRUTHS:
             raise ValueError(f"ground_truth must be one of {GROUND_TRUTHS}, got {ground_truth!r}")
-        super().__init__(layout=W300_68.name, crop=crop if crop is not None else CropProtocol(),
+        super().__init__(layout=W300_68.name, crop=crop or W300_CROP,
                          primary_normalizer=primary_normalizer, **kwargs)
         self.root, self.train_root, self.ground_truth = root, train_root, ground_truth
         self.reannotated_file, self.include_flipped = reannotated_file, include_flipped

@@ -137,9 +137,12 @@ def check_points(problems: Problems, path: str | Path, points: np.ndarray, num_p
 CENTERS = ("box", "centroid")
 
 
-@dataclass
+@dataclass(frozen=True)
 class CropProtocol:
     """How a face is cropped and which box defines the bbox normaliser; recorded with every result.
+
+    Each datamodule's ``crop`` argument defaults to an instance of this (not None), so that a config setting
+    only some fields (``crop: {scale: 1.2}``) keeps the dataset's defaults for the others.
 
     Attributes:
         box_source: key of ``RawFace.boxes`` the crop is built on (``"landmarks"``: the ground-truth box;

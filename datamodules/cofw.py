@@ -47,6 +47,9 @@ SPLITS: dict[str, tuple[tuple[str, str], int]] = {
     "train": (("COFW_train_color.mat", "COFW_train.mat"), 1345),
     "test": (("COFW_test_color.mat", "COFW_test.mat"), 507),
 }
+# Default crops: the published box enlarged 1.25x (COFW-68: also its sqrt(w * h) as the "bbox" normaliser).
+COFW_CROP = CropProtocol(box_source="given", scale=1.25)
+COFW68_CROP = CropProtocol(box_source="given", scale=1.25, bbox_norm_source="given")
 MAT_PREFIXES = ("Is", "phis", "bboxes")  # + "Tr" (train) or "T" (test)
 COFW68_ANNOTATIONS = "COFW68_Data/test_annotations"
 COFW68_BOXES = "COFW68_Data/cofw68_test_bboxes.mat"
@@ -257,10 +260,9 @@ class COFWDataModule(FaceLandmarkDataModule):
         **kwargs: FaceLandmarkDataModule arguments.
     """
 
-    def __init__(self, root: str, one_based: bool = True, crop: CropProtocol | None = None,
+    def __init__(self, root: str, one_based: bool = True, crop: CropProtocol = COFW_CROP,
                  primary_normalizer: str = "inter_pupil", **kwargs) -> None:
-        crop = crop if crop is not None else CropProtocol(box_source="given", scale=1.25)
-        super().__init__(layout=COFW_29.name, crop=crop, primary_normalizer=primary_normalizer, **kwargs)
+        super().__init__(layout=COFW_29.name, crop=crop or COFW_CROP, primary_normalizer=primary_normalizer, **kwargs)
         self.root, self.one_based = root, one_based
 
     def _options(self) -> dict:
@@ -284,10 +286,9 @@ class COFW68DataModule(FaceLandmarkDataModule):
         **kwargs: FaceLandmarkDataModule arguments.
     """
 
-    def __init__(self, root: str, train_root: str, one_based: bool = True, crop: CropProtocol | None = None,
+    def __init__(self, root: str, train_root: str, one_based: bool = True, crop: CropProtocol = COFW68_CROP,
                  primary_normalizer: str = "inter_pupil", **kwargs) -> None:
-        crop = crop if crop is not None else CropProtocol(box_source="given", scale=1.25, bbox_norm_source="given")
-        super().__init__(layout=W300_68.name, crop=crop, primary_normalizer=primary_normalizer, **kwargs)
+        super().__init__(layout=W300_68.name, crop=crop or COFW68_CROP, primary_normalizer=primary_normalizer, **kwargs)
         self.root, self.train_root, self.one_based = root, train_root, one_based
 
     _options = COFWDataModule._options

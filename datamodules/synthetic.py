@@ -23,6 +23,7 @@ from landmarks.layouts import get_layout
 
 SPLITS = {"train": 0, "test": 1}
 JITTERED_BOX = "jittered"
+SYNTHETIC_CROP = CropProtocol(box_source=JITTERED_BOX, scale=1.25)
 
 
 class SyntheticFaceSource(FaceSource):
@@ -91,9 +92,8 @@ class SyntheticFaceDataModule(FaceLandmarkDataModule):
 
     def __init__(self, layout: str = "300w_68", train_size: int = 2000, test_size: int = 500,
                  image_size: int = 256, attribute_rate: float = 0.2, data_seed: int = 0,
-                 crop: CropProtocol | None = None, **kwargs) -> None:
-        crop = crop if crop is not None else CropProtocol(box_source=JITTERED_BOX, scale=1.25)
-        super().__init__(layout=layout, crop=crop, **kwargs)
+                 crop: CropProtocol = SYNTHETIC_CROP, **kwargs) -> None:
+        super().__init__(layout=layout, crop=crop or SYNTHETIC_CROP, **kwargs)
         self.sizes = {"train": train_size, "test": test_size}
         self.image_size, self.attribute_rate, self.data_seed = image_size, attribute_rate, data_seed
 

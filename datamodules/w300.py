@@ -53,6 +53,7 @@ FOLDERS: dict[str, tuple[tuple[str, ...], int]] = {
     "outdoor": (("300W/02_Outdoor", "02_Outdoor"), 300),
 }
 TRAIN_FOLDERS = ("afw", "helen_train", "lfpw_train")
+W300_CROP = CropProtocol(box_source="landmarks", scale=1.25)  # the ground-truth landmark box x 1.25 (HRNet, TAB)
 # Test set -> {folder key: subset tags of its faces}.
 TEST_SETS: dict[str, dict[str, tuple[str, ...]]] = {
     "full": {"helen_test": ("common",), "lfpw_test": ("common",), "ibug": ("challenging",)},
@@ -233,10 +234,10 @@ class W300DataModule(FaceLandmarkDataModule):
     """
 
     def __init__(self, root: str, test_set: str = "full", train_folders: tuple[str, ...] = TRAIN_FOLDERS,
-                 one_based: bool = True, crop: CropProtocol | None = None, **kwargs) -> None:
+                 one_based: bool = True, crop: CropProtocol = W300_CROP, **kwargs) -> None:
         if test_set not in TEST_SETS:
             raise ValueError(f"unknown 300W test set {test_set!r}; expected one of {sorted(TEST_SETS)}")
-        super().__init__(layout=W300_68.name, crop=crop if crop is not None else CropProtocol(), **kwargs)
+        super().__init__(layout=W300_68.name, crop=crop or W300_CROP, **kwargs)
         self.root, self.test_set, self.train_folders, self.one_based = root, test_set, tuple(train_folders), one_based
 
     def _options(self) -> dict:

@@ -43,6 +43,7 @@ SUBSET_FILE_TAGS = {"pose": "largepose"}  # tag -> name in list_98pt_test_<name>
 EXPECTED = {"train": 7500, "test": 2500}
 EXPECTED_SUBSETS = {"pose": 326, "expression": 314, "illumination": 698, "makeup": 206, "occlusion": 736,
                     "blur": 773}
+WFLW_CROP = CropProtocol(box_source="given", scale=1.25)  # the given rectangle x 1.25 (HRNet, mmpose)
 IMAGES = "WFLW_images"
 LIST_FOLDER = "WFLW_annotations/list_98pt_rect_attr_train_test"
 SUBSET_FOLDER = "WFLW_annotations/list_98pt_test"
@@ -222,10 +223,9 @@ class WFLWDataModule(FaceLandmarkDataModule):
         **kwargs: FaceLandmarkDataModule arguments.
     """
 
-    def __init__(self, root: str, crop: CropProtocol | None = None, cross_check_subsets: bool = True,
+    def __init__(self, root: str, crop: CropProtocol = WFLW_CROP, cross_check_subsets: bool = True,
                  **kwargs) -> None:
-        crop = crop if crop is not None else CropProtocol(box_source="given", scale=1.25)
-        super().__init__(layout=WFLW_98.name, crop=crop, **kwargs)
+        super().__init__(layout=WFLW_98.name, crop=crop or WFLW_CROP, **kwargs)
         self.root, self.cross_check_subsets = root, cross_check_subsets
 
     def _options(self) -> dict:

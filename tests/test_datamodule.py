@@ -132,3 +132,34 @@ def test_datamodule_rejects_unknown_normaliser_and_layout_mismatch():
         small_datamodule(primary_normalizer="eyes")
     with pytest.raises(ValueError, match="unknown landmark layout"):
         small_datamodule(layout="300w_69")
+
+
+DATAMODULES = {
+    "datamodules.synthetic.SyntheticFaceDataModule": {},
+    "datamodules.w300.W300DataModule": {"root": "x"},
+    "datamodules.w300.Masked300WDataModule": {"root": "x", "train_root": "y"},
+    "datamodules.wflw.WFLWDataModule": {"root": "x"},
+    "datamodules.cofw.COFWDataModule": {"root": "x"},
+    "datamodules.cofw.COFW68DataModule": {"root": "x", "train_root": "y"},
+    "datamodules.aflw.AFLWDataModule": {"root": "x"},
+    "datamodules.aflw2000.AFLW2000DataModule": {"root": "x", "train_root": "y"},
+}
+
+
+@pytest.mark.parametrize("class_path", sorted(DATAMODULES))
+def test_config_setting_one_crop_field_keeps_the_dataset_defaults(class_path):
+    """`crop: {scale: 1.4}` in a config must keep the dataset's box source and normaliser box."""
+    import importlib
+
+    import yaml
+    from jsonargparse import ArgumentParser
+
+    module, name = class_path.rsplit(".", 1)
+    cls = getattr(importlib.import_module(module), name)
+    default = cls(**DATAMODULES[class_path]).crop
+    parser = ArgumentParser()
+    parser.add_class_arguments(cls, "data")
+    config = yaml.safe_dump({"data": {**DATAMODULES[class_path], "crop": {"scale": 1.4}, "num_workers": 0}})
+    crop = parser.instantiate(parser.parse_string(config)).data.crop
+    assert crop == CropProtocol(default.box_source, 1.4, default.center, default.bbox_norm_source)
+    assert default.scale != 1.4
