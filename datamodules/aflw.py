@@ -26,11 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import scipy.io
-from scipy.io.matlab import MatReadError
 
 from datamodules.base import CropProtocol, FaceLandmarkDataModule, FaceRecord, FaceSource, RecordSource, check_points
-from datamodules.files import DatasetError, Problems, check_count, require_file
+from datamodules.files import DatasetError, Problems, check_count, load_mat
 from landmarks.layouts import AFLW_19
 
 INFO_FILE = "AFLWinfo_release.mat"
@@ -52,19 +50,6 @@ class AflwInfo:
     boxes: np.ndarray  # (N, 4) x1 y1 x2 y2 (reordered from the file's x1 x2 y1 y2)
     train_index: np.ndarray  # 0-based rows of the training faces, in ``ra`` order
     test_index: np.ndarray  # 0-based rows of the test faces, in ``ra`` order
-
-
-def load_mat(path: str | Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """The variables ``names`` of a MATLAB v5 file; a missing file or variable raises naming both."""
-    path = require_file(path, "MATLAB")
-    try:
-        mat = scipy.io.loadmat(str(path), variable_names=list(names))
-    except (OSError, ValueError, TypeError, IndexError, NotImplementedError, MatReadError) as error:
-        raise DatasetError(path, f"unreadable .mat file ({error})") from None
-    for name in names:
-        if name not in mat:
-            raise DatasetError(path, f"missing variable {name!r}")
-    return mat
 
 
 def _cell_text(cell: object) -> str:

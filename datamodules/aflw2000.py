@@ -36,7 +36,6 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.aflw import load_mat
 from datamodules.base import (
     CropProtocol,
     FaceLandmarkDataModule,
@@ -46,7 +45,7 @@ from datamodules.base import (
     RecordSource,
     check_points,
 )
-from datamodules.files import DatasetError, Problems, check_count, read_image, require_file, require_folder
+from datamodules.files import DatasetError, Problems, check_count, load_mat, read_image, require_file, require_folder
 from datamodules.w300 import W300_CROP
 from landmarks.layouts import W300_68
 

@@ -37,7 +37,7 @@ import numpy as np
 import scipy.io
 
 from datamodules.base import CropProtocol, FaceLandmarkDataModule, FaceRecord, FaceSource, RecordSource, check_points
-from datamodules.files import DatasetError, Problems, check_count, require_file
+from datamodules.files import DatasetError, Problems, check_count, load_mat, require_file
 from datamodules.w300 import TRAIN_FOLDERS, w300_source
 from landmarks.geometry import points_bbox
 from landmarks.layouts import COFW_29, W300_68, LandmarkLayout
@@ -130,25 +130,10 @@ def read_cofw_mat(path: str | Path) -> CofwData:
                     occluded=phis[:, 2 * k:] != 0, boxes=boxes)
 
 
-def _loadmat(path: str | Path, what: str) -> dict:
-    path = require_file(path, what)
-    try:
-        return scipy.io.loadmat(str(path))
-    except Exception as error:  # as above: a broken file raises anything
-        raise DatasetError(path, f"unreadable .mat file ({type(error).__name__}: {error})") from None
-
-
-def _get(mat: dict, path: str | Path, name: str) -> np.ndarray:
-    if name not in mat:
-        names = sorted(k for k in mat if not k.startswith("__"))
-        raise DatasetError(path, f"missing variable {name} (the file has {names})")
-    return np.asarray(mat[name])
-
-
 def read_cofw68_annotation(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """One COFW-68 ``{i}_points.mat``: points (68, 2) float64 as in the file (1-based), occluded (68,) bool."""
-    mat = _loadmat(path, "COFW-68 annotation")
-    points, occ = _get(mat, path, "Points").astype(np.float64), _get(mat, path, "Occ").ravel()
+    mat = load_mat(path, ("Points", "Occ"), "COFW-68 annotation")
+    points, occ = np.asarray(mat["Points"], dtype=np.float64), np.asarray(mat["Occ"]).ravel()
     if points.shape != (W300_68.num_points, 2):
         raise DatasetError(path, f"Points is {' x '.join(map(str, points.shape))}, expected 68 x 2")
     if occ.size != W300_68.num_points:
@@ -158,7 +143,7 @@ def read_cofw68_annotation(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 def read_cofw68_boxes(path: str | Path) -> np.ndarray:
     """The COFW-68 face boxes (N, 4) float64 [x y w h] as in the file (507 in the release)."""
-    boxes = _get(_loadmat(path, "COFW-68 boxes"), path, "bboxes").astype(np.float64)
+    boxes = np.asarray(load_mat(path, ("bboxes",), "COFW-68 boxes")["bboxes"], dtype=np.float64)
     if boxes.ndim != 2 or boxes.shape[1] != 4:
         raise DatasetError(path, f"bboxes is {' x '.join(map(str, boxes.shape))}, expected N x 4 (x y w h)")
     return boxes

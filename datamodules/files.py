@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import scipy.io
 from PIL import Image
 
 ON_ERROR = ("raise", "skip")
@@ -122,6 +123,24 @@ def require_file(path: str | Path, what: str) -> Path:
     if not path.is_file():
         raise DatasetError(path, f"{what} file is missing")
     return path
+
+
+def load_mat(path: str | Path, names: tuple[str, ...], what: str = "MATLAB", **options) -> dict:
+    """The variables ``names`` of a MATLAB v5 ``.mat`` (``options`` go to ``scipy.io.loadmat``).
+
+    A missing or unreadable file, or a missing variable, raises :class:`DatasetError` naming the file (and the
+    variable, with the ones the file does have).
+    """
+    path = require_file(path, what)
+    try:
+        mat = scipy.io.loadmat(str(path), **options)
+    except Exception as error:  # scipy raises many types on a truncated or foreign file
+        raise DatasetError(path, f"unreadable .mat file ({type(error).__name__}: {error})") from None
+    for name in names:
+        if name not in mat:
+            present = sorted(k for k in mat if not k.startswith("__"))
+            raise DatasetError(path, f"missing variable {name!r} (the file has {present})")
+    return mat
 
 
 def check_count(problems: Problems, path: str | Path, found: int, expected: int | None, enforce: bool) -> None:

@@ -28,7 +28,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 
 from datamodules.base import (
     CropProtocol,
@@ -38,7 +37,7 @@ from datamodules.base import (
     RecordSource,
     check_points,
 )
-from datamodules.files import DatasetError, Problems, check_count, find_image, require_folder
+from datamodules.files import DatasetError, Problems, check_count, find_image, load_mat, require_folder
 from landmarks.layouts import W300_68
 
 # Folder key -> (candidate paths under the root, published number of faces).
@@ -112,13 +111,7 @@ def read_pts(path: str | Path) -> np.ndarray:
 def read_300w_boxes(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
     """The official boxes of one 300W folder: image file name -> {"detector", "ground_truth"} [x1 y1 x2 y2],
     1-based as in the file."""
-    try:
-        mat = scipy.io.loadmat(str(path), squeeze_me=True, struct_as_record=False)
-    except (OSError, ValueError) as error:
-        raise DatasetError(path, f"unreadable .mat file ({error})") from None
-    if "bounding_boxes" not in mat:
-        names = sorted(k for k in mat if not k.startswith("__"))
-        raise DatasetError(path, f"missing variable 'bounding_boxes' (the file has {names})")
+    mat = load_mat(path, ("bounding_boxes",), "300W boxes", squeeze_me=True, struct_as_record=False)
     boxes = {}
     for entry in np.atleast_1d(mat["bounding_boxes"]):
         boxes[str(entry.imgName)] = {"detector": np.asarray(entry.bb_detector, dtype=np.float64),

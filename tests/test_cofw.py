@@ -251,7 +251,7 @@ def test_bad_cofw68_annotation(tmp_path):
     with pytest.raises(DatasetError, match=r"a\.mat: Points is 67 x 2, expected 68 x 2"):
         read_cofw68_annotation(tmp_path / "a.mat")
     scipy.io.savemat(tmp_path / "b.mat", {"Points": np.zeros((68, 2))})
-    with pytest.raises(DatasetError, match=r"b\.mat: missing variable Occ \(the file has \['Points'\]\)"):
+    with pytest.raises(DatasetError, match=r"b\.mat: missing variable 'Occ' \(the file has \['Points'\]\)"):
         read_cofw68_annotation(tmp_path / "b.mat")
 
 
