@@ -22,7 +22,9 @@ absolute coordinates by one pixel and leaves every NME unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -115,9 +117,9 @@ def aflw_source(root: str | Path, split: str, one_based: bool = False, train_siz
     return RecordSource(name, AFLW_19, faces, subsets, protocol, expected, {}, problems)
 
 
-def check_sources(root: str | Path, **options) -> dict[str, FaceSource]:
+def check_sources(root: str | Path, **options) -> dict[str, Callable[[], FaceSource]]:
     """The AFLW train and test splits, for the dataset checker (the frontal count is printed, not enforced)."""
-    return {split: aflw_source(root, split, **options) for split in SPLITS}
+    return {split: partial(aflw_source, root, split, **options) for split in SPLITS}
 
 
 class AFLWDataModule(FaceLandmarkDataModule):

@@ -31,7 +31,9 @@ Coordinates of both are kept as in the files (0-based, as 3DDFA uses them), reco
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -199,15 +201,15 @@ def w300lp_source(root: str | Path, include_flipped: bool = False, on_error: str
     return W300LPSource(name, records, protocol, expected, problems)
 
 
-def check_sources(root: str | Path, **options) -> dict[str, FaceSource]:
+def check_sources(root: str | Path, **options) -> dict[str, Callable[[], FaceSource]]:
     """AFLW2000-3D (original ground truth), for the dataset checker."""
-    return {"test": aflw2000_source(root, **options)}
+    return {"test": partial(aflw2000_source, root, **options)}
 
 
-def check_w300lp_sources(root: str | Path, **options) -> dict[str, FaceSource]:
+def check_w300lp_sources(root: str | Path, **options) -> dict[str, Callable[[], FaceSource]]:
     """300W-LP with its flipped twins when they are there, for the dataset checker."""
     flipped = all((Path(root) / f"{f}_Flip").is_dir() for f in W300LP_FOLDERS)
-    return {"train": w300lp_source(root, include_flipped=flipped, **options)}
+    return {"train": partial(w300lp_source, root, include_flipped=flipped, **options)}
 
 
 class AFLW2000DataModule(FaceLandmarkDataModule):

@@ -100,10 +100,11 @@ def _subsets_of(source: FaceSource, index: int) -> tuple[str, ...]:
     return tuple(records[index].subsets) if records is not None else tuple(source.load(index).subsets)
 
 
-def sources_for(dataset: str, root: str | Path) -> dict[str, FaceSource]:
-    """The check sources of ``dataset`` under ``root``, parsed in skip mode so every problem is listed."""
+def sources_for(dataset: str, root: str | Path) -> dict[str, Callable[[], FaceSource]]:
+    """Builders of the check sources of ``dataset`` under ``root``, parsed in skip mode so every problem is
+    listed; built one at a time so that a missing split does not hide the others."""
     module, function, _ = DATASETS[dataset]
-    build: Callable[..., dict[str, FaceSource]] = getattr(importlib.import_module(module), function)
+    build: Callable[..., dict[str, Callable[[], FaceSource]]] = getattr(importlib.import_module(module), function)
     return build(root, on_error="skip", check_counts=False)
 
 
@@ -111,22 +112,25 @@ def check_dataset(dataset: str, root: str | Path, decode: bool = True, workers: 
                   out=sys.stdout) -> bool:
     """Check one dataset copy, print its report, return True when it is complete and readable."""
     print(f"== {dataset} at {root}", file=out)
-    try:
-        sources = sources_for(dataset, root)
-    except DatasetError as error:
-        print(f"  MISSING: {error}", file=out)
-        return False
-    ok = True
-    for split, source in sources.items():
+    ok, rows, errors = True, [], []
+    for split, build in sources_for(dataset, root).items():
+        try:
+            source = build()
+        except DatasetError as error:
+            rows.append([split, "all", "MISSING", "", ""])
+            errors.append(str(error))
+            ok = False
+            continue
         report = check_source(split, source, decode, workers)
         ok &= report.ok
-        rows = [[split, "all", report.found, _fmt(report.expected), _status(report.found, report.expected)]]
+        rows.append([split, "all", report.found, _fmt(report.expected), _status(report.found, report.expected)])
         rows += [[split, tag, n, _fmt(e), _status(n, e)] for tag, (n, e) in report.subsets.items()]
-        print(tabulate(rows, headers=["split", "subset", "found", "expected", ""], tablefmt="simple"), file=out)
-        for message in report.errors[:50]:
-            print(f"  ERROR {message}", file=out)
-        if len(report.errors) > 50:
-            print(f"  ... {len(report.errors) - 50} more errors", file=out)
+        errors += report.errors
+    print(tabulate(rows, headers=["split", "subset", "found", "expected", ""], tablefmt="simple"), file=out)
+    for message in errors[:50]:
+        print(f"  ERROR {message}", file=out)
+    if len(errors) > 50:
+        print(f"  ... {len(errors) - 50} more errors", file=out)
     print(f"  {'OK' if ok else 'PROBLEMS FOUND'}: {dataset}", file=out)
     return ok
 

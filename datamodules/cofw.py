@@ -29,7 +29,9 @@ centres (means of points 36-41 and 42-47), which is the 68-point layout's "inter
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import h5py
@@ -227,10 +229,10 @@ def cofw68_source(root: str | Path, one_based: bool = True, on_error: str = "rai
                    {"one_based": one_based, "file": path.name, "annotations": COFW68_ANNOTATIONS})
 
 
-def check_sources(root: str | Path, **options) -> dict[str, FaceSource]:
+def check_sources(root: str | Path, **options) -> dict[str, Callable[[], FaceSource]]:
     """COFW train and test and COFW-68, for the dataset checker (a missing file raises)."""
-    return {"train": cofw_source(root, "train", **options), "test": cofw_source(root, "test", **options),
-            "cofw68": cofw68_source(root, **options)}
+    return {"train": partial(cofw_source, root, "train", **options),
+            "test": partial(cofw_source, root, "test", **options), "cofw68": partial(cofw68_source, root, **options)}
 
 
 class COFWDataModule(FaceLandmarkDataModule):

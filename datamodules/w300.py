@@ -25,6 +25,8 @@ similar), attached to their face as the "given" box.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -205,13 +207,13 @@ def masked_300w_source(root: str | Path, one_based: bool = True, on_error: str =
                         sum(v[1] for v in MASKED_FOLDERS.values()), expected_subsets, problems)
 
 
-def check_sources(root: str | Path, **options) -> dict[str, FaceSource]:
+def check_sources(root: str | Path, **options) -> dict[str, Callable[[], FaceSource]]:
     """Every 300W folder as its own source, for the dataset checker."""
-    return {key: w300_source(root, {key: ()}, f"300w-{key}", **options) for key in FOLDERS}
+    return {key: partial(w300_source, root, {key: ()}, f"300w-{key}", **options) for key in FOLDERS}
 
 
-def check_masked_sources(root: str | Path, **options) -> dict[str, FaceSource]:
-    return {"test": masked_300w_source(root, **options)}
+def check_masked_sources(root: str | Path, **options) -> dict[str, Callable[[], FaceSource]]:
+    return {"test": partial(masked_300w_source, root, **options)}
 
 
 class W300DataModule(FaceLandmarkDataModule):

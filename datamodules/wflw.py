@@ -20,8 +20,9 @@ only compared with the flags, with a warning when they disagree.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -201,9 +202,9 @@ def wflw_source(root: str | Path, split: str, on_error: str = "raise", check_cou
     return RecordSource(name, WFLW_98, records, ATTRIBUTES, protocol, EXPECTED[split], expected_subsets, problems)
 
 
-def check_sources(root: str | Path, **options) -> dict[str, FaceSource]:
+def check_sources(root: str | Path, **options) -> dict[str, Callable[[], FaceSource]]:
     """Both WFLW splits, for the dataset checker."""
-    return {split: wflw_source(root, split, **options) for split in EXPECTED}
+    return {split: partial(wflw_source, root, split, **options) for split in EXPECTED}
 
 
 class WFLWDataModule(FaceLandmarkDataModule):

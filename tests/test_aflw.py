@@ -287,7 +287,7 @@ def test_w300lp_lists_up_front_and_parses_lazily(tmp_path, aflw2000_shapes):
     np.testing.assert_array_equal(read_w300lp_mat(tmp_path / "AFW_Flip" / "AFW_134212_1_0.mat"),
                                   W300_68.flip_points(shapes[0], 450))
     assert len(w300lp_source(tmp_path, include_flipped=True, check_counts=False)) == 10
-    assert check_w300lp_sources(tmp_path, check_counts=False)["train"].expected_size == 2 * 61225
+    assert check_w300lp_sources(tmp_path, check_counts=False)["train"]().expected_size == 2 * 61225
     scipy.io.savemat(tmp_path / "HELEN" / "HELEN_100032540_1_0.mat", {"Pose_Para": np.zeros((1, 7))})  # no pt2d
     source = w300lp_source(tmp_path, check_counts=False)  # listing does not parse
     assert source.image_id(2) == "HELEN/HELEN_100032540_1_0.jpg"

@@ -187,7 +187,7 @@ def test_cofw68_datamodule(tmp_path):
 def test_check_sources_lists_every_split(tmp_path):
     root = cofw68_folder(tmp_path / "COFW", tmp_path / "300W")
     write_v5(root / "COFW_train.mat", *tiny_cofw(2), suffix="Tr")
-    sources = check_sources(root, on_error="skip", check_counts=False)
+    sources = {k: build() for k, build in check_sources(root, on_error="skip", check_counts=False).items()}
     assert {k: len(v) for k, v in sources.items()} == {"train": 2, "test": 3, "cofw68": 3}
     assert sources["cofw68"].expected_size == 507 and sources["train"].expected_size == 1345
 
