@@ -29,7 +29,16 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.base import CropProtocol, FaceLandmarkDataModule, FaceRecord, FaceSource, RecordSource, check_points
+from datamodules.base import (
+    CropProtocol,
+    CropSpec,
+    FaceLandmarkDataModule,
+    FaceRecord,
+    FaceSource,
+    RecordSource,
+    check_points,
+    resolve_crop,
+)
 from datamodules.files import DatasetError, Problems, check_count, load_mat
 from landmarks.layouts import AFLW_19
 
@@ -37,8 +46,7 @@ INFO_FILE = "AFLWinfo_release.mat"
 IMAGE_FOLDER = "flickr"
 TRAIN_SIZE, TEST_SIZE = 20000, 4386  # the split of ``ra`` (Zhu et al., CVPR 2016)
 SPLITS = ("train", "test")
-# Default crop: the given face box enlarged 1.25x; its sqrt(w * h) is the "bbox" (face-size) normaliser. A
-# dataclass default (not None) so that a config setting only ``crop.scale`` keeps the given box.
+# Default crop: the given face box enlarged 1.25x; its sqrt(w * h) is the "bbox" (face-size) normaliser.
 AFLW_CROP = CropProtocol(box_source="given", scale=1.25, bbox_norm_source="given")
 
 
@@ -130,16 +138,15 @@ class AFLWDataModule(FaceLandmarkDataModule):
         one_based: subtract 1 from the file's coordinates (the release does not document its origin).
         train_size: how many leading entries of ``ra`` are training faces (20,000; change it only for a
             partial or hand-made copy, together with ``check_counts=False``).
-        crop: default ``AFLW_CROP``: the given face box enlarged 1.25x, also the face-size normaliser (None: the
-            same).
+        crop: fields overriding ``AFLW_CROP``: the given face box enlarged 1.25x, also the face-size normaliser.
         primary_normalizer: default "bbox": face size, sqrt(w * h) of the given box, as every AFLW paper.
         **kwargs: FaceLandmarkDataModule arguments.
     """
 
     def __init__(self, root: str, one_based: bool = False, train_size: int = TRAIN_SIZE,
-                 crop: CropProtocol = AFLW_CROP, primary_normalizer: str = "bbox", **kwargs) -> None:
-        super().__init__(layout=AFLW_19.name, crop=crop or AFLW_CROP, primary_normalizer=primary_normalizer,
-                         **kwargs)
+                 crop: CropSpec = None, primary_normalizer: str = "bbox", **kwargs) -> None:
+        super().__init__(layout=AFLW_19.name, crop=resolve_crop(crop, AFLW_CROP),
+                         primary_normalizer=primary_normalizer, **kwargs)
         self.root, self.one_based, self.train_size = root, one_based, train_size
 
     def build_source(self, split: str) -> FaceSource:

@@ -39,13 +39,14 @@ from pathlib import Path
 import numpy as np
 
 from datamodules.base import (
-    CropProtocol,
+    CropSpec,
     FaceLandmarkDataModule,
     FaceRecord,
     FaceSource,
     RawFace,
     RecordSource,
     check_points,
+    resolve_crop,
 )
 from datamodules.files import DatasetError, Problems, check_count, load_mat, read_image, require_file, require_folder
 from datamodules.w300 import W300_CROP
@@ -228,10 +229,10 @@ class AFLW2000DataModule(FaceLandmarkDataModule):
 
     def __init__(self, root: str, train_root: str, ground_truth: str = "original",
                  reannotated_file: str | None = None, include_flipped: bool = False,
-                 crop: CropProtocol = W300_CROP, primary_normalizer: str = "bbox", **kwargs) -> None:
+                 crop: CropSpec = None, primary_normalizer: str = "bbox", **kwargs) -> None:
         if ground_truth not in GROUND_TRUTHS:
             raise ValueError(f"ground_truth must be one of {GROUND_TRUTHS}, got {ground_truth!r}")
-        super().__init__(layout=W300_68.name, crop=crop or W300_CROP,
+        super().__init__(layout=W300_68.name, crop=resolve_crop(crop, W300_CROP),
                          primary_normalizer=primary_normalizer, **kwargs)
         self.root, self.train_root, self.ground_truth = root, train_root, ground_truth
         self.reannotated_file, self.include_flipped = reannotated_file, include_flipped

@@ -22,8 +22,9 @@ from __future__ import annotations
 import abc
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -141,8 +142,8 @@ CENTERS = ("box", "centroid")
 class CropProtocol:
     """How a face is cropped and which box defines the bbox normaliser; recorded with every result.
 
-    Each datamodule's ``crop`` argument defaults to an instance of this (not None), so that a config setting
-    only some fields (``crop: {scale: 1.2}``) keeps the dataset's defaults for the others.
+    A datamodule's ``crop`` argument is merged into its dataset's default with :func:`resolve_crop`, so a
+    config setting only some fields (``crop: {scale: 1.2}``) keeps the dataset's defaults for the others.
 
     Attributes:
         box_source: key of ``RawFace.boxes`` the crop is built on (``"landmarks"``: the ground-truth box;
@@ -162,6 +163,24 @@ class CropProtocol:
             raise ValueError(f"crop center must be one of {CENTERS}, got {self.center!r}")
         if not self.scale > 0:
             raise ValueError(f"crop scale must be positive, got {self.scale}")
+
+
+CropSpec = dict[str, Any] | CropProtocol | None  # a datamodule's ``crop`` argument (dict first: see below)
+
+
+def resolve_crop(crop: CropSpec, default: CropProtocol) -> CropProtocol:
+    """A datamodule's crop: ``default`` with the fields a config sets (``crop: {scale: 1.2}`` keeps the
+    dataset's box source), or a complete :class:`CropProtocol`. Configs give a dict, which stays a dict
+    through jsonargparse and is merged here; parsing it into a CropProtocol would reset the other fields."""
+    if crop is None:
+        return default
+    if isinstance(crop, CropProtocol):
+        return crop
+    unknown = set(crop) - {f.name for f in fields(CropProtocol)}
+    if unknown:
+        raise ValueError(f"unknown crop field(s) {sorted(unknown)}; CropProtocol has "
+                         f"{[f.name for f in fields(CropProtocol)]}")
+    return replace(default, **crop)
 
 
 def _box(face: RawFace | CroppedFace, source: str, dataset: str) -> np.ndarray:
@@ -373,7 +392,7 @@ class FaceLandmarkDataModule(pl.LightningDataModule):
         batch_size: int = 16,
         num_workers: int = 2,
         val_size: float = 0.1,
-        crop: CropProtocol | None = None,
+        crop: CropSpec = None,
         augment: AugmentConfig | None = None,
         primary_normalizer: str = "inter_ocular",
         mean: tuple[float, float, float] = IMAGENET_MEAN,
@@ -392,7 +411,7 @@ class FaceLandmarkDataModule(pl.LightningDataModule):
         self.layout_name = get_layout(layout).name
         self.input_size, self.batch_size, self.num_workers = input_size, batch_size, num_workers
         self.val_size, self.seed, self.mean, self.std = val_size, seed, mean, std
-        self.crop = crop if crop is not None else CropProtocol()
+        self.crop = resolve_crop(crop, CropProtocol())
         self.augment = augment
         self.primary_normalizer = primary_normalizer
         self.margin, self.cache_dir, self.on_error, self.check_counts = margin, cache_dir, on_error, check_counts

@@ -38,7 +38,16 @@ import h5py
 import numpy as np
 import scipy.io
 
-from datamodules.base import CropProtocol, FaceLandmarkDataModule, FaceRecord, FaceSource, RecordSource, check_points
+from datamodules.base import (
+    CropProtocol,
+    CropSpec,
+    FaceLandmarkDataModule,
+    FaceRecord,
+    FaceSource,
+    RecordSource,
+    check_points,
+    resolve_crop,
+)
 from datamodules.files import DatasetError, Problems, check_count, load_mat, require_file
 from datamodules.w300 import TRAIN_FOLDERS, w300_source
 from landmarks.geometry import points_bbox
@@ -247,9 +256,10 @@ class COFWDataModule(FaceLandmarkDataModule):
         **kwargs: FaceLandmarkDataModule arguments.
     """
 
-    def __init__(self, root: str, one_based: bool = True, crop: CropProtocol = COFW_CROP,
+    def __init__(self, root: str, one_based: bool = True, crop: CropSpec = None,
                  primary_normalizer: str = "inter_pupil", **kwargs) -> None:
-        super().__init__(layout=COFW_29.name, crop=crop or COFW_CROP, primary_normalizer=primary_normalizer, **kwargs)
+        super().__init__(layout=COFW_29.name, crop=resolve_crop(crop, COFW_CROP), primary_normalizer=primary_normalizer,
+                         **kwargs)
         self.root, self.one_based = root, one_based
 
     def _options(self) -> dict:
@@ -273,9 +283,10 @@ class COFW68DataModule(FaceLandmarkDataModule):
         **kwargs: FaceLandmarkDataModule arguments.
     """
 
-    def __init__(self, root: str, train_root: str, one_based: bool = True, crop: CropProtocol = COFW68_CROP,
+    def __init__(self, root: str, train_root: str, one_based: bool = True, crop: CropSpec = None,
                  primary_normalizer: str = "inter_pupil", **kwargs) -> None:
-        super().__init__(layout=W300_68.name, crop=crop or COFW68_CROP, primary_normalizer=primary_normalizer, **kwargs)
+        super().__init__(layout=W300_68.name, crop=resolve_crop(crop, COFW68_CROP), primary_normalizer=primary_normalizer,
+                         **kwargs)
         self.root, self.train_root, self.one_based = root, train_root, one_based
 
     _options = COFWDataModule._options

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from datamodules.base import CropProtocol, FaceLandmarkDataModule, FaceSource, RawFace
+from datamodules.base import CropProtocol, CropSpec, FaceLandmarkDataModule, FaceSource, RawFace, resolve_crop
 from datamodules.face_render import ATTRIBUTES, render_face
 from landmarks.geometry import points_bbox
 from landmarks.layouts import get_layout
@@ -92,8 +92,8 @@ class SyntheticFaceDataModule(FaceLandmarkDataModule):
 
     def __init__(self, layout: str = "300w_68", train_size: int = 2000, test_size: int = 500,
                  image_size: int = 256, attribute_rate: float = 0.2, data_seed: int = 0,
-                 crop: CropProtocol = SYNTHETIC_CROP, **kwargs) -> None:
-        super().__init__(layout=layout, crop=crop or SYNTHETIC_CROP, **kwargs)
+                 crop: CropSpec = None, **kwargs) -> None:
+        super().__init__(layout=layout, crop=resolve_crop(crop, SYNTHETIC_CROP), **kwargs)
         self.sizes = {"train": train_size, "test": test_size}
         self.image_size, self.attribute_rate, self.data_seed = image_size, attribute_rate, data_seed
 

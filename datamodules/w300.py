@@ -33,11 +33,13 @@ import numpy as np
 
 from datamodules.base import (
     CropProtocol,
+    CropSpec,
     FaceLandmarkDataModule,
     FaceRecord,
     FaceSource,
     RecordSource,
     check_points,
+    resolve_crop,
 )
 from datamodules.files import DatasetError, Problems, check_count, find_image, load_mat, require_folder
 from landmarks.layouts import W300_68
@@ -229,10 +231,10 @@ class W300DataModule(FaceLandmarkDataModule):
     """
 
     def __init__(self, root: str, test_set: str = "full", train_folders: tuple[str, ...] = TRAIN_FOLDERS,
-                 one_based: bool = True, crop: CropProtocol = W300_CROP, **kwargs) -> None:
+                 one_based: bool = True, crop: CropSpec = None, **kwargs) -> None:
         if test_set not in TEST_SETS:
             raise ValueError(f"unknown 300W test set {test_set!r}; expected one of {sorted(TEST_SETS)}")
-        super().__init__(layout=W300_68.name, crop=crop or W300_CROP, **kwargs)
+        super().__init__(layout=W300_68.name, crop=resolve_crop(crop, W300_CROP), **kwargs)
         self.root, self.test_set, self.train_folders, self.one_based = root, test_set, tuple(train_folders), one_based
 
     def _options(self) -> dict:

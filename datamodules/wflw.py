@@ -29,11 +29,13 @@ import numpy as np
 
 from datamodules.base import (
     CropProtocol,
+    CropSpec,
     FaceLandmarkDataModule,
     FaceRecord,
     FaceSource,
     RecordSource,
     check_points,
+    resolve_crop,
 )
 from datamodules.files import DatasetError, Problems, check_count, require_file, require_folder
 from landmarks.layouts import WFLW_98
@@ -219,14 +221,14 @@ class WFLWDataModule(FaceLandmarkDataModule):
         root: the WFLW folder (layout in the module docstring).
         crop: default: the given face rectangle, centred, side = 1.25 x its longer side (HRNet and mmpose:
             centre of the rectangle, scale = longer side / 200, x 1.25). PIPNet enlarges the rectangle 1.2x
-            instead: ``crop: {box_source: given, scale: 1.2}``.
+            instead: ``crop: {scale: 1.2}`` (fields not set keep these defaults).
         cross_check_subsets: compare the test flags with the ``list_98pt_test_*.txt`` files (warns only).
         **kwargs: FaceLandmarkDataModule arguments.
     """
 
-    def __init__(self, root: str, crop: CropProtocol = WFLW_CROP, cross_check_subsets: bool = True,
+    def __init__(self, root: str, crop: CropSpec = None, cross_check_subsets: bool = True,
                  **kwargs) -> None:
-        super().__init__(layout=WFLW_98.name, crop=crop or WFLW_CROP, **kwargs)
+        super().__init__(layout=WFLW_98.name, crop=resolve_crop(crop, WFLW_CROP), **kwargs)
         self.root, self.cross_check_subsets = root, cross_check_subsets
 
     def _options(self) -> dict:

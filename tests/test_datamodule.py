@@ -1,5 +1,7 @@
 """The sample contract, crop round trips, splits and worker seeding of the shared datamodule base."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -154,12 +156,18 @@ def test_config_setting_one_crop_field_keeps_the_dataset_defaults(class_path):
     import yaml
     from jsonargparse import ArgumentParser
 
+    from datamodules.base import FaceLandmarkDataModule
+
     module, name = class_path.rsplit(".", 1)
     cls = getattr(importlib.import_module(module), name)
     default = cls(**DATAMODULES[class_path]).crop
-    parser = ArgumentParser()
-    parser.add_class_arguments(cls, "data")
-    config = yaml.safe_dump({"data": {**DATAMODULES[class_path], "crop": {"scale": 1.4}, "num_workers": 0}})
-    crop = parser.instantiate(parser.parse_string(config)).data.crop
-    assert crop == CropProtocol(default.box_source, 1.4, default.center, default.bbox_norm_source)
     assert default.scale != 1.4
+    parser = ArgumentParser()
+    parser.add_subclass_arguments(FaceLandmarkDataModule, "data")  # as LightningCLI: class_path + init_args
+    for crop in ({"scale": 1.4}, None):
+        args = {**DATAMODULES[class_path], "num_workers": 0} | ({"crop": crop} if crop else {})
+        config = yaml.safe_dump({"data": {"class_path": class_path, "init_args": args}})
+        parsed = parser.instantiate(parser.parse_string(config)).data.crop
+        assert parsed == (replace(default, scale=1.4) if crop else default)
+    with pytest.raises(ValueError, match="unknown crop field"):
+        cls(**DATAMODULES[class_path], crop={"size": 3})
