@@ -285,8 +285,8 @@ class COFW68DataModule(FaceLandmarkDataModule):
 
     def __init__(self, root: str, train_root: str, one_based: bool = True, crop: CropSpec = None,
                  primary_normalizer: str = "inter_pupil", **kwargs) -> None:
-        super().__init__(layout=W300_68.name, crop=resolve_crop(crop, COFW68_CROP), primary_normalizer=primary_normalizer,
-                         **kwargs)
+        super().__init__(layout=W300_68.name, crop=resolve_crop(crop, COFW68_CROP),
+                         primary_normalizer=primary_normalizer, **kwargs)
         self.root, self.train_root, self.one_based = root, train_root, one_based
 
     _options = COFWDataModule._options
