@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import abc
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -67,9 +68,9 @@ class FaceSource(abc.ABC):
     name: str
     layout: LandmarkLayout
     subset_names: tuple[str, ...] = ()
-    protocol: dict = {}
+    protocol: Mapping[str, Any] = MappingProxyType({})  # read-only default: sources set their own
     expected_size: int | None = None
-    expected_subsets: dict[str, int] = {}
+    expected_subsets: Mapping[str, int] = MappingProxyType({})
     problems: Problems | None = None  # what the parser skipped (on_error="skip")
 
     @abc.abstractmethod
@@ -257,7 +258,7 @@ class FaceDataset(Dataset):
         self.on_error, self.skipped = on_error, 0
         self.cache = None
         if cache_dir is not None:
-            key = cache_key(source=source.name, protocol=source.protocol, faces=len(source), crop=asdict(crop),
+            key = cache_key(source=source.name, protocol=dict(source.protocol), faces=len(source), crop=asdict(crop),
                             window=self.window, scale=crop.scale * self.window / input_size)
             self.cache = CropCache(cache_dir, key)
 
