@@ -6,11 +6,15 @@ STAMP  := $(VENV)/.installed
 
 # One sub-folder per dataset (README, "Datasets").
 DATA_ROOT ?= data
+# make reproduce-<paper> [DATA=synthetic] [GPUS=N] [NODES=M] [ARGS="--only hgs-300w ..."]
+DATA  ?= real
+GPUS  ?=
+NODES ?= 1
 
 export WANDB_MODE ?= offline
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: install demo test test-slow bench lint clean check-data
+.PHONY: install demo test test-slow bench lint clean check-data leaderboard
 
 install: $(STAMP)
 
@@ -35,6 +39,15 @@ bench: install
 
 check-data: install
 	$(PY) -m datamodules.check all --data-root $(DATA_ROOT)
+
+# Every paper with an experiments/<paper>/manifest.yaml: train, select on validation, test, render its tables.
+reproduce-%: install
+	$(PY) -m leaderboard reproduce $* --data $(DATA) --data-root $(DATA_ROOT) --nodes $(NODES) \
+		$(if $(GPUS),--devices $(GPUS) --accelerator gpu,) $(ARGS)
+
+# Leaderboards of everything under results/ (Markdown, LaTeX, HTML with CED plots).
+leaderboard: install
+	$(PY) -m leaderboard render --results results --out results/leaderboard
 
 lint: install
 	$(PY) -m ruff check .

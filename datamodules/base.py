@@ -384,6 +384,8 @@ class FaceLandmarkDataModule(pl.LightningDataModule):
         on_error: ``"raise"`` stops at the first bad file with its name; ``"skip"`` drops bad faces with a
             counted warning and a summary.
         check_counts: enforce the published split sizes (turn off only for a deliberately partial copy).
+        shuffle: shuffle the training faces each epoch (off: a fixed order, which with ``augment: null`` makes
+            a DDP run see exactly the single-process batches; the runner's equality test uses it).
     """
 
     def __init__(
@@ -403,6 +405,7 @@ class FaceLandmarkDataModule(pl.LightningDataModule):
         cache_dir: str | None = None,
         on_error: str = "raise",
         check_counts: bool = True,
+        shuffle: bool = True,
     ) -> None:
         super().__init__()
         if on_error not in ON_ERROR:
@@ -416,6 +419,7 @@ class FaceLandmarkDataModule(pl.LightningDataModule):
         self.augment = augment
         self.primary_normalizer = primary_normalizer
         self.margin, self.cache_dir, self.on_error, self.check_counts = margin, cache_dir, on_error, check_counts
+        self.shuffle = shuffle
         self.datasets: dict[str, FaceDataset] = {}
         self._sources: dict[str, FaceSource] = {}
         self.save_hyperparameters()
@@ -477,7 +481,7 @@ class FaceLandmarkDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader("train", shuffle=self.shuffle)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

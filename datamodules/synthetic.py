@@ -8,6 +8,12 @@ Every face is generated on the fly from ``(seed, split, index)``: deterministic,
 every worker and process. The "train" split is the source of the training and validation faces (the
 validation split is carved from it by the shared base); "test" is a disjoint stream.
 
+``subsets`` chooses how test faces are tagged, so that a paper's experiment on a real benchmark can run
+unchanged on synthetic faces and fill the same table cells (``make reproduce-<paper> DATA=synthetic``): the
+WFLW attributes, 300W's common / challenging, AFLW2000-3D's yaw bins, AFLW's frontal faces, and so on
+(``SUBSET_SCHEMES``). These are stand-ins with the real subsets' names and roughly their meaning, never their
+images or difficulty.
+
 Each face also carries a ``jittered`` box, a detector-like box (the ground-truth box shifted and rescaled by a
 few percent), which the default crop protocol uses so that the model cannot rely on perfectly centred faces.
 """
@@ -16,12 +22,24 @@ from __future__ import annotations
 
 import numpy as np
 
+from datamodules.aflw2000 import YAW_BINS, yaw_bin
 from datamodules.base import CropProtocol, CropSpec, FaceLandmarkDataModule, FaceSource, RawFace, resolve_crop
 from datamodules.face_render import ATTRIBUTES, render_face
 from landmarks.geometry import points_bbox
 from landmarks.layouts import get_layout
 
 SPLITS = {"train": 0, "test": 1}
+PWC_PARTS = ("helen", "lfpw", "indoor", "outdoor", "ibug")
+# scheme -> subset names. How a face is tagged under each: ``_tags``.
+SUBSET_SCHEMES: dict[str, tuple[str, ...]] = {
+    "attributes": ATTRIBUTES,  # WFLW: pose, expression, illumination, makeup, occlusion, blur
+    "300w": ("common", "challenging"),  # challenging: a large pose or an occluder
+    "300w_private": ("indoor", "outdoor"),  # alternate faces (no meaning)
+    "aflw": ("frontal",),  # every landmark visible (AFLW's definition)
+    "aflw2000": tuple(tag for tag, _ in YAW_BINS),  # |yaw| bins as AFLW2000-3D (boundaries to the lower bin)
+    "pwc": PWC_PARTS,  # faces dealt round-robin to PWC's five validation sets (no meaning)
+    "none": (),
+}
 JITTERED_BOX = "jittered"
 SYNTHETIC_CROP = CropProtocol(box_source=JITTERED_BOX, scale=1.25)
 
@@ -37,20 +55,23 @@ class SyntheticFaceSource(FaceSource):
         image_size: side of the generated (square) image.
         attribute_rate: probability of each attribute per face.
         box_jitter: std of the jittered box's shift and log-scale, as fractions of the face size.
+        subsets: the subset scheme of ``SUBSET_SCHEMES`` (default: the WFLW attributes).
     """
 
-    subset_names = ATTRIBUTES
-
     def __init__(self, layout: str, split: str, size: int, seed: int = 0, image_size: int = 256,
-                 attribute_rate: float = 0.2, box_jitter: float = 0.05) -> None:
+                 attribute_rate: float = 0.2, box_jitter: float = 0.05, subsets: str = "attributes") -> None:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLITS)}")
+        if subsets not in SUBSET_SCHEMES:
+            raise ValueError(f"unknown subset scheme {subsets!r}; expected one of {sorted(SUBSET_SCHEMES)}")
+        self.scheme, self.subset_names = subsets, SUBSET_SCHEMES[subsets]
         self.layout = get_layout(layout)
         self.split, self.size, self.seed = split, size, seed
         self.image_size, self.attribute_rate, self.box_jitter = image_size, attribute_rate, box_jitter
-        self.name = f"synthetic-{self.layout.name}-{split}"
+        scheme = "" if subsets == "attributes" else f"-{subsets}"
+        self.name = f"synthetic-{self.layout.name}-{split}{scheme}"
         self.protocol = {"seed": seed, "image_size": image_size, "attribute_rate": attribute_rate,
-                         "box_jitter": box_jitter}
+                         "box_jitter": box_jitter, "subsets": subsets}
 
     def __len__(self) -> int:
         return self.size
@@ -72,8 +93,24 @@ class SyntheticFaceSource(FaceSource):
         side = side * np.exp(jitter[2])
         return RawFace(
             image=face.image, landmarks=face.landmarks, visible=face.visible, image_id=self.image_id(index),
-            subsets=face.attributes, boxes={JITTERED_BOX: np.concatenate([centre - side / 2, centre + side / 2])},
+            subsets=self._tags(face, index),
+            boxes={JITTERED_BOX: np.concatenate([centre - side / 2, centre + side / 2])},
         )
+
+    def _tags(self, face, index: int) -> tuple[str, ...]:
+        if self.scheme == "attributes":
+            return face.attributes
+        if self.scheme == "300w":
+            return ("challenging",) if {"pose", "occlusion"} & set(face.attributes) else ("common",)
+        if self.scheme == "300w_private":
+            return (self.subset_names[index % 2],)
+        if self.scheme == "aflw":
+            return ("frontal",) if face.visible.all() else ()
+        if self.scheme == "aflw2000":
+            return (yaw_bin(float(face.pose[0])),)
+        if self.scheme == "pwc":
+            return (PWC_PARTS[index % len(PWC_PARTS)],)
+        return ()
 
 
 class SyntheticFaceDataModule(FaceLandmarkDataModule):
@@ -86,17 +123,21 @@ class SyntheticFaceDataModule(FaceLandmarkDataModule):
         image_size: side of the generated images (the crop then resizes to ``input_size``).
         attribute_rate: probability of each WFLW-style attribute per face.
         data_seed: seed of the generated faces (``seed`` seeds the validation split and augmentation).
+        subsets: how test faces are tagged (``SUBSET_SCHEMES``): "attributes" (WFLW), "300w", "aflw2000", ...
         crop: crop protocol; default: the jittered box enlarged 1.25x.
         **kwargs: FaceLandmarkDataModule arguments (input_size, batch_size, augment, ...).
     """
 
     def __init__(self, layout: str = "300w_68", train_size: int = 2000, test_size: int = 500,
                  image_size: int = 256, attribute_rate: float = 0.2, data_seed: int = 0,
-                 crop: CropSpec = None, **kwargs) -> None:
+                 crop: CropSpec = None, subsets: str = "attributes", **kwargs) -> None:
+        if subsets not in SUBSET_SCHEMES:
+            raise ValueError(f"unknown subset scheme {subsets!r}; expected one of {sorted(SUBSET_SCHEMES)}")
         super().__init__(layout=layout, crop=resolve_crop(crop, SYNTHETIC_CROP), **kwargs)
         self.sizes = {"train": train_size, "test": test_size}
         self.image_size, self.attribute_rate, self.data_seed = image_size, attribute_rate, data_seed
+        self.subsets = subsets
 
     def build_source(self, split: str) -> SyntheticFaceSource:
         return SyntheticFaceSource(self.layout_name, split, self.sizes[split], self.data_seed, self.image_size,
-                                   self.attribute_rate)
+                                   self.attribute_rate, subsets=self.subsets if split == "test" else "attributes")

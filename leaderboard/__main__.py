@@ -1,12 +1,17 @@
-"""``python -m leaderboard <command>``: gate (more commands come with the leaderboard runner)."""
+"""``python -m leaderboard <command> ...``: reproduce, render, submit, gate (``<command> --help`` for each)."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 
-from leaderboard import gate
-
-COMMANDS = {"gate": gate.main}
+# command -> module with a ``main(argv) -> int``; imported on use, so `gate` stays light in CI pipelines.
+COMMANDS = {
+    "reproduce": "leaderboard.runner",
+    "render": "leaderboard.render",
+    "submit": "leaderboard.submit",
+    "gate": "leaderboard.gate",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in COMMANDS:
         print(f"usage: python -m leaderboard {{{','.join(COMMANDS)}}} ...", file=sys.stderr)
         return 2
-    return COMMANDS[argv[0]](argv[1:])
+    return importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
 
 
 if __name__ == "__main__":

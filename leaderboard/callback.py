@@ -20,11 +20,16 @@ class EvaluationRecorder(pl.Callback):
         results_dir: the results folder (``records/`` and ``predictions/`` inside).
         method: the method's name in tables (default: the model class name).
         paper: the paper the method comes from, if any.
+        cost_repeats: measure parameters, MACs and images/s (``leaderboard.cost``) with this many timed
+            passes and store them as ``cost``; 0 skips it (the leaderboard runner turns it on).
+        experiment: stored as the record's ``experiment`` (the runner's paper, experiment, test, data mode).
     """
 
-    def __init__(self, results_dir: str = "results", method: str | None = None, paper: str | None = None) -> None:
+    def __init__(self, results_dir: str = "results", method: str | None = None, paper: str | None = None,
+                 cost_repeats: int = 0, experiment: dict[str, Any] | None = None) -> None:
         self.results_dir = Path(results_dir)
         self.method, self.paper = method, paper
+        self.cost_repeats, self.experiment = cost_repeats, experiment
         self.last_record: Path | None = None
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -39,14 +44,19 @@ class EvaluationRecorder(pl.Callback):
             return
         datamodule = trainer.datamodule
         checkpoint = trainer.ckpt_path
+        source = datamodule.test_source
         predictions = dict(results["predictions"])
-        predictions["image_id"] = [datamodule.test_source.image_id(int(i)) for i in predictions["index"]]
+        predictions["image_id"] = [source.image_id(int(i)) for i in predictions["index"]]
         record = {
             "method": self.method or type(pl_module).__name__,
             "paper": self.paper,
             "train_set": datamodule.source("train").name,
-            "test_set": datamodule.test_source.name,
+            "test_set": source.name,
             "n_images": int(len(predictions["index"])),
+            # the published counts (None where there are none); `partial`: a deliberately smaller copy
+            "expected": {"n_images": source.expected_size, "subsets": dict(source.expected_subsets),
+                         "partial": not getattr(datamodule, "check_counts", True)
+                         or getattr(datamodule, "on_error", "raise") == "skip"},
             "protocol": datamodule.protocol() | {
                 "thresholds": list(pl_module.thresholds),
                 "auc_rule": f"trapezoid, grid step {AUC_STEP:g}",
@@ -64,6 +74,12 @@ class EvaluationRecorder(pl.Callback):
             "git": git_commit(Path(__file__).resolve().parent),
             "run": {"log_dir": log_dir, "loggers": [_logger_info(lg) for lg in trainer.loggers]},
         }
+        if self.experiment:
+            record["experiment"] = dict(self.experiment)
+        if self.cost_repeats:
+            from leaderboard.cost import model_cost
+
+            record["cost"] = model_cost(pl_module, pl_module.input_size, self.cost_repeats, pl_module.device)
         self.last_record = write_record(record, predictions, self.results_dir)
         rank_zero_info(f"evaluation record: {self.last_record}")
 

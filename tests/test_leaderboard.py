@@ -8,15 +8,20 @@ import pytest
 import torch
 
 from landmarks.layouts import W300_68
+from landmarks.metrics import FULL as metrics_FULL
 from landmarks.metrics import NMEMetric, inter_ocular
 from leaderboard.plots import plot_ced
 from leaderboard.scoring import rescore, rescore_nme
 from leaderboard.store import (
+    FULL,
+    SCHEMA_VERSION,
     RecordError,
     atomic_write_bytes,
     load_predictions,
     load_record,
     load_records,
+    record_digest,
+    sha256_file,
     write_record,
 )
 from leaderboard.tables import metrics_table, render_markdown
@@ -53,7 +58,8 @@ def test_write_and_load_round_trip(tmp_path):
     preds = fixture_predictions()
     path = write_record(fixture_record(preds), preds, tmp_path)
     record = load_record(path)
-    assert record["schema_version"] == 1 and record["record_id"] in path.name
+    assert record["schema_version"] == SCHEMA_VERSION == 2 and record["record_id"] in path.name
+    assert record["digest"].startswith("sha256:")
     loaded = load_predictions(record, tmp_path)
     np.testing.assert_array_equal(loaded["pred"], preds["pred"])
     assert list(loaded["normalizers"]) == NORMALIZERS
@@ -147,3 +153,82 @@ def test_markdown_table_states_protocol_and_values(tmp_path):
 def test_ced_plot_is_a_png(tmp_path):
     path = plot_ced({"a": np.random.default_rng(0).gamma(2, 0.02, 100), "b": np.full(10, 0.2)}, tmp_path / "c.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- validation: digests, image counts, predictions -----------------------------------------------------------
+
+def reseal(record_path, results) -> dict:
+    """Re-write a record after its predictions file was changed, with a matching checksum and digest: so that
+    only the predictions' own validation can catch the change."""
+    record = json.loads(record_path.read_text())
+    record["predictions"]["sha256"] = sha256_file(results / record["predictions"]["file"])
+    record["digest"] = record_digest(record)
+    record_path.write_text(json.dumps(record))
+    return load_record(record_path)
+
+
+def test_hand_edited_records_are_rejected_and_schema_1_still_loads(tmp_path):
+    preds = fixture_predictions(5)
+    path = write_record(fixture_record(preds), preds, tmp_path)
+    record = json.loads(path.read_text())
+    loaded = load_record(path)
+    assert loaded["digest"] == record_digest(loaded) == record_digest(record)  # `_path` is not digested
+    record["metrics"]["inter_ocular"]["full"]["nme"] *= 0.9  # a valid, finite, better number
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(record, indent=2))
+    with pytest.raises(RecordError, match=r"edited\.json.*modified after it was written.*leaderboard submit"):
+        load_record(edited)
+    del record["digest"]
+    edited.write_text(json.dumps(record))
+    with pytest.raises(RecordError, match="no digest"):
+        load_record(edited)
+    record["schema_version"] = 1  # written before digests: accepted as it is
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(record))
+    assert load_record(old)["metrics"] == record["metrics"]
+    assert FULL == metrics_FULL
+
+
+def test_image_counts_are_checked_against_the_published_sizes(tmp_path):
+    preds = fixture_predictions(6)
+    n = len(preds["index"])
+    pose = int(preds["subset_mask"][:, SUBSETS.index("pose")].sum())
+    record = fixture_record(preds)
+    with pytest.raises(RecordError, match=rf"{n} images evaluated.*has {n + 1} \(expected.n_images\)"):
+        write_record(record | {"expected": {"n_images": n + 1, "subsets": {}}}, preds, tmp_path)
+    assert not (tmp_path / "predictions").exists()  # nothing written for an invalid record
+    with pytest.raises(RecordError, match=rf"inter_ocular/pose/n counts {pose} images, but subset 'pose' has"):
+        write_record(record | {"expected": {"n_images": n, "subsets": {"pose": pose + 2, "blur": None}}}, preds,
+                     tmp_path)
+    with pytest.raises(RecordError, match="inter_ocular/full/n counts"):
+        write_record(record | {"n_images": n - 1}, preds, tmp_path)
+    partial = write_record(record | {"expected": {"n_images": n + 1, "subsets": {"pose": 0}, "partial": True}},
+                           preds, tmp_path)
+    exact = write_record(record | {"expected": {"n_images": n, "subsets": {"pose": pose, "blur": None}}},
+                         preds, tmp_path)
+    assert load_record(partial)["expected"]["partial"] and load_record(exact)["expected"]["n_images"] == n
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (lambda p: {k: (v[:-1] if k not in ("normalizers", "subsets") else v) for k, v in p.items()},
+     "39 rows, but the record has n_images = 40"),
+    (lambda p: p | {"pred": np.where(np.arange(40)[:, None, None] == 3, np.nan, p["pred"])},
+     "'pred' is not finite for 1 image"),
+    (lambda p: {k: v for k, v in p.items() if k != "visible"}, r"missing arrays \['visible'\]"),
+    (lambda p: p | {"index": np.r_[p["index"][:-1], 0]}, r"'index' repeats images \[0\]"),
+    (lambda p: p | {"norm": p["norm"][:, :1]}, r"'norm' has shape \(40, 1\), expected \(40, 2\)"),
+    (lambda p: p | {"target": p["target"][:, :-1]}, "'target' has shape"),
+])
+def test_tampered_predictions_are_rejected(tmp_path, tamper, message):
+    preds = fixture_predictions(7)
+    path = write_record(fixture_record(preds), preds, tmp_path)
+    record = load_record(path)
+    tampered = tamper(load_predictions(record, tmp_path))
+    with open(tmp_path / record["predictions"]["file"], "wb") as f:
+        np.savez_compressed(f, **tampered)
+    with pytest.raises(RecordError, match="checksum"):
+        load_predictions(record, tmp_path)
+    with pytest.raises(RecordError, match=message):
+        load_predictions(reseal(path, tmp_path), tmp_path)
+    with pytest.raises(RecordError, match=message):  # and the same check refuses to write them
+        write_record(fixture_record(preds), tamper(preds), tmp_path / "again")

@@ -1,0 +1,430 @@
+"""``python -m leaderboard reproduce <paper>``: run a paper's manifest end to end and render its tables.
+
+    python -m leaderboard reproduce hourglass --data synthetic            # laptop CPU, minutes
+    python -m leaderboard reproduce hourglass --data-root /datasets --devices 8           # one 8-GPU node
+    srun python -m leaderboard reproduce hourglass --data-root /datasets --devices 8 --nodes 4   # SLURM
+    (``make reproduce-<paper> [DATA=synthetic] [GPUS=N] [NODES=M] [DATA_ROOT=...]`` wraps these)
+
+For every experiment of ``experiments/<paper>/manifest.yaml``, in order:
+
+1. **fit** with LightningCLI on the composed configs (the paper's shared configs, then the experiment's data
+   config, or the manifest's synthetic config with ``--data synthetic``), checkpoints in
+   ``<workdir>/<paper>/<data>/<experiment>/checkpoints``; the checkpoint is selected on the validation split
+   carved from the training faces (``ModelCheckpoint`` on ``val/nme``), never on a test set;
+2. **test** the selected checkpoint on every test set of the experiment; each pass writes one evaluation
+   record + predictions (``EvaluationRecorder``) under ``<results>/<paper>/<data>/``, with the experiment, the
+   world size, the total batch and the model's cost (parameters, MACs, images/s);
+3. render the paper's tables (reported / reproduced / difference, ``leaderboard.references``) and the
+   per-dataset leaderboards with CED plots (``leaderboard.render``).
+
+Resumable: a test with a record is skipped, a finished fit (``fit.json`` beside its checkpoints) is not
+repeated, and an interrupted fit resumes from its ``last.ckpt``. On real data the dataset checker runs first
+and the runner stops with a clear message if a dataset is missing or incomplete.
+
+Scale-out is Lightning's: ``--devices N --nodes M`` selects DDP (``strategy=ddp``; Lightning re-launches this
+command once per extra local process, or picks up torchrun / SLURM variables when they launched it). The
+manifest's total batch is split over the ``N x M`` processes, so the learning rate stays the paper's; BatchNorm
+is synchronised across processes (``--no-sync-bn`` to turn it off), so its statistics also see the paper's batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import itertools
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+import experiments  # noqa: F401  (environment defaults: offline wandb, no albumentations update check)
+from leaderboard.manifest import Experiment, Manifest, ManifestError, TestSpec, available_papers, load_manifest
+from leaderboard.store import RecordError, atomic_write_bytes, load_records
+
+DATA_MODES = ("real", "synthetic")
+
+
+@dataclass
+class RunOptions:
+    """How to run a manifest (command-line options of ``reproduce``)."""
+
+    data: str = "real"
+    data_root: Path = Path("data")
+    results: Path = Path("results/reproduce")
+    workdir: Path = Path("runs/reproduce")
+    devices: int = 1
+    nodes: int = 1
+    accelerator: str = "auto"
+    strategy: str = "ddp"
+    total_batch: int | None = None
+    sync_bn: bool = True
+    check: str = "files"
+    only: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()
+    cost_repeats: int = 10
+    wandb: bool = True
+    render: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def world_size(self) -> int:
+        return self.devices * self.nodes
+
+
+def say(message: str) -> None:
+    """Progress for people: printed by the first process only, flushed at once."""
+    if rank_zero_only.rank == 0:
+        print(message, flush=True)
+
+
+def results_dir(manifest: Manifest, opts: RunOptions) -> Path:
+    return opts.results / manifest.paper / opts.data
+
+
+def run_dir(manifest: Manifest, experiment: Experiment, opts: RunOptions) -> Path:
+    return opts.workdir / manifest.paper / opts.data / experiment.name
+
+
+# --- composing the LightningCLI arguments ------------------------------------------------------------------
+
+
+def batch_args(manifest: Manifest, opts: RunOptions,
+               configs: tuple[Path, ...] = ()) -> tuple[list[str], dict[str, Any]]:
+    """Per-process batch from the total batch (and the learning rate if the total changes and the manifest
+    says ``lr_scaling: linear``), and what was done (stored in every record)."""
+    total = opts.total_batch or manifest.total_batch
+    info: dict[str, Any] = {"world_size": opts.world_size, "total_batch": total, "paper_total_batch":
+                            manifest.total_batch, "lr_scaling": manifest.lr_scaling, "sync_batchnorm": sync_bn(opts)}
+    if total is None:
+        return [], info
+    if total % opts.world_size:
+        raise ManifestError(f"the total batch {total} does not split over {opts.world_size} processes "
+                            f"({opts.devices} devices x {opts.nodes} nodes); choose --total-batch")
+    info["per_process_batch"] = total // opts.world_size
+    args = [f"--data.init_args.batch_size={total // opts.world_size}"]
+    paper = manifest.total_batch
+    if manifest.lr_scaling == "linear" and paper and total != paper:
+        base = config_lr(configs)
+        if base is None:
+            raise ManifestError(f"{manifest.path}: lr_scaling is linear but no config sets "
+                                "model.init_args.optimizer.init_args.lr")
+        info["lr"] = base * total / paper
+        args.append(f"--model.init_args.optimizer.init_args.lr={info['lr']}")
+    return args, info
+
+
+def config_lr(configs: tuple[Path, ...]) -> float | None:
+    """The learning rate the composed configs set (the last one wins, as in LightningCLI)."""
+    lr = None
+    for path in configs:
+        init = ((yaml.safe_load(Path(path).read_text()) or {}).get("model") or {}).get("init_args") or {}
+        value = ((init.get("optimizer") or {}).get("init_args") or {}).get("lr")
+        lr = float(value) if value is not None else lr
+    return lr
+
+
+def sync_bn(opts: RunOptions) -> bool:
+    """Synchronised BatchNorm under DDP: on GPUs only (torch's SyncBatchNorm has no CPU implementation)."""
+    import torch
+
+    on_gpu = opts.accelerator in ("gpu", "cuda") or (opts.accelerator == "auto" and torch.cuda.is_available())
+    return opts.sync_bn and opts.world_size > 1 and on_gpu
+
+
+def trainer_args(opts: RunOptions, run: Path, stage: str, experiment: str, paper: str) -> list[str]:
+    args = [f"--trainer.default_root_dir={run}", f"--trainer.devices={opts.devices}",
+            f"--trainer.num_nodes={opts.nodes}", f"--trainer.accelerator={opts.accelerator}"]
+    if opts.world_size > 1:
+        args += [f"--trainer.strategy={opts.strategy}", f"--trainer.sync_batchnorm={str(sync_bn(opts)).lower()}"]
+    loggers = [{"class_path": "pytorch_lightning.loggers.CSVLogger",
+                "init_args": {"save_dir": str(run), "name": "logs", "version": f"{stage}-{_stamp()}"}}]
+    if opts.wandb and stage == "fit":
+        loggers.append({"class_path": "pytorch_lightning.loggers.WandbLogger",
+                        "init_args": {"save_dir": str(run), "project": "face-alignment-benchmark",
+                                      "name": f"{paper}/{experiment}", "group": paper}})
+    return [*args, f"--trainer.logger={json.dumps(loggers)}"]
+
+
+_STAMP = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+_INVOCATIONS = itertools.count()
+_RUN = {"stamp": _STAMP}
+
+
+def _stamp() -> str:
+    """Names this invocation's log folders. Every process agrees: the stamp is inherited by the processes
+    Lightning launches, and repeated in-process calls (tests, notebooks) are numbered in the same order."""
+    return _RUN["stamp"]
+
+
+def _new_invocation() -> None:
+    base = os.environ.setdefault("FACE_BENCH_RUN_STAMP", _STAMP)
+    _RUN["stamp"] = f"{base}-{next(_INVOCATIONS)}"
+
+
+def compose_args(manifest: Manifest, experiment: Experiment, test: TestSpec | None, opts: RunOptions,
+                 stage: str) -> list[str]:
+    """The LightningCLI arguments of one fit (``test=None``) or one test pass."""
+    configs = config_files(manifest, experiment, opts)
+    args = [arg for config in configs for arg in ("--config", str(config))]
+    if opts.data == "synthetic":
+        if not manifest.synthetic_config:
+            raise ManifestError(f"{manifest.path}: no `synthetic` config; this paper cannot run on synthetic data")
+        args += [*experiment.args, *experiment.synthetic_args]
+        if test is not None:
+            args.append(f"--data.init_args.subsets={test.synthetic}")
+    else:
+        args += [f"--data.init_args.{arg}={root}" for arg, root in dataset_roots(experiment, opts).items()]
+        args += list(experiment.args)
+        if test is not None:
+            args += list(test.args)
+    args += batch_args(manifest, opts, configs)[0]
+    args += trainer_args(opts, run_dir(manifest, experiment, opts), stage, experiment.name, manifest.paper)
+    return [*args, *opts.overrides]
+
+
+def config_files(manifest: Manifest, experiment: Experiment, opts: RunOptions) -> tuple[Path, ...]:
+    """The paper's shared configs, then the experiment's data config (or the synthetic stand-in)."""
+    if opts.data == "synthetic":
+        return (*manifest.config, *manifest.synthetic_config)
+    return (*manifest.config, *(() if experiment.data is None else (experiment.data,)))
+
+
+def dataset_roots(experiment: Experiment, opts: RunOptions) -> dict[str, str]:
+    """Datamodule argument -> the dataset's folder under the data root (``datamodules.check.DATASETS``)."""
+    from datamodules.check import DATASETS
+
+    roots = {}
+    for arg, dataset in experiment.roots.items():
+        if dataset not in DATASETS:
+            raise ManifestError(f"experiment {experiment.name}: unknown dataset {dataset!r} in roots; "
+                                f"known: {sorted(DATASETS)}")
+        roots[arg] = str(opts.data_root / DATASETS[dataset][2])
+    return roots
+
+
+# --- one experiment ----------------------------------------------------------------------------------------
+
+
+def check_datasets(selected: list[Experiment], opts: RunOptions) -> list[str]:
+    """Run the dataset checker on every dataset the experiments need; the problems found (empty: all good)."""
+    from datamodules.check import DATASETS, check_dataset
+
+    problems, seen = [], set()
+    for experiment in selected:
+        for dataset in experiment.roots.values():
+            if dataset in seen:
+                continue
+            seen.add(dataset)
+            root = opts.data_root / DATASETS[dataset][2]
+            if not root.is_dir():
+                problems.append(f"{dataset}: no folder {root}")
+                continue
+            out = sys.stdout if rank_zero_only.rank == 0 else open(os.devnull, "w")  # noqa: SIM115
+            if not check_dataset(dataset, root, decode=opts.check == "decode", out=out):
+                problems.append(f"{dataset}: incomplete or unreadable copy at {root} (report above)")
+    return problems
+
+
+def finished_tests(manifest: Manifest, experiment: Experiment, opts: RunOptions) -> dict[str, dict]:
+    """Test name -> its record, for the tests of ``experiment`` that already have one."""
+    done = {}
+    folder = results_dir(manifest, opts)
+    if not (folder / "records").is_dir():
+        return done
+    for record in load_records(folder):
+        tag = record.get("experiment") or {}
+        if (tag.get("paper"), tag.get("name"), tag.get("data")) == (manifest.paper, experiment.name, opts.data):
+            done[tag.get("test")] = record
+    return done
+
+
+def _callback(trainer, kind: type):
+    return next((cb for cb in trainer.callbacks if isinstance(cb, kind)), None)
+
+
+def fit(manifest: Manifest, experiment: Experiment, opts: RunOptions) -> dict[str, Any]:
+    """Train (or resume, or reuse a finished training); returns the fit summary with the selected checkpoint."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from experiments.cli import main as cli_main
+
+    if not experiment.fit:
+        say("    fit: none (an evaluation-only baseline)")
+        return {"checkpoint": None, "monitor": None, "note": "evaluation-only baseline: nothing to fit"}
+    run = run_dir(manifest, experiment, opts)
+    marker = run / "fit.json"
+    if marker.is_file():
+        summary = json.loads(marker.read_text())
+        if Path(summary["checkpoint"]).is_file():
+            say(f"    fit: done earlier, selected checkpoint {summary['checkpoint']}")
+            return summary
+    cli = cli_main(compose_args(manifest, experiment, None, opts, "fit"), run=False)
+    checkpoint = _callback(cli.trainer, ModelCheckpoint)
+    if checkpoint is None or checkpoint.monitor is None:
+        raise ManifestError(f"experiment {experiment.name}: its config needs a ModelCheckpoint monitoring a "
+                            "validation metric (the checkpoint is selected on the validation split)")
+    checkpoint.dirpath = str(run / "checkpoints")
+    last = run / "checkpoints" / "last.ckpt"
+    resume = str(last) if last.is_file() else None
+    say(f"    fit: {'resuming from ' + str(last) if resume else 'training'} ({opts.world_size} process(es))")
+    start = time.perf_counter()
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=resume, weights_only=True)
+    selected = checkpoint.best_model_path or checkpoint.last_model_path
+    if not selected:
+        raise RuntimeError(f"experiment {experiment.name}: training saved no checkpoint")
+    score = checkpoint.best_model_score
+    summary = {"checkpoint": selected, "monitor": checkpoint.monitor, "mode": checkpoint.mode,
+               "score": None if score is None else float(score), "epochs": cli.trainer.current_epoch,
+               "fit_seconds": round(time.perf_counter() - start, 1), "log_dir": cli.trainer.log_dir,
+               "loggers": [{"type": type(lg).__name__, "version": str(lg.version)} for lg in cli.trainer.loggers],
+               "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    if cli.trainer.is_global_zero:
+        atomic_write_bytes(marker, json.dumps(summary, indent=2).encode(), overwrite=True)
+    say(f"    fit: selected {selected} ({checkpoint.monitor} = {summary['score']})")
+    return summary
+
+
+def test(manifest: Manifest, experiment: Experiment, spec: TestSpec, fitted: dict[str, Any],
+         opts: RunOptions) -> Path | None:
+    """One test pass of the selected checkpoint; returns the record's path (on the first process)."""
+    from experiments.cli import main as cli_main
+    from leaderboard.callback import EvaluationRecorder
+
+    cli = cli_main(compose_args(manifest, experiment, spec, opts, f"test-{spec.name}"), run=False)
+    recorder = _callback(cli.trainer, EvaluationRecorder)
+    if recorder is None:
+        recorder = EvaluationRecorder()
+        cli.trainer.callbacks.append(recorder)
+    recorder.results_dir = results_dir(manifest, opts)
+    recorder.method = experiment.method
+    recorder.paper = manifest.references
+    recorder.cost_repeats = opts.cost_repeats
+    recorder.experiment = {"paper": manifest.paper, "name": experiment.name, "test": spec.name, "data": opts.data,
+                           "dataset": spec.dataset, "manifest": str(manifest.path), "fit": fitted,
+                           **batch_args(manifest, opts, config_files(manifest, experiment, opts))[1], **opts.extra}
+    cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=fitted["checkpoint"], weights_only=True)
+    return recorder.last_record
+
+
+def run_experiment(manifest: Manifest, experiment: Experiment, opts: RunOptions) -> list[Path]:
+    done = finished_tests(manifest, experiment, opts)
+    todo = [t for t in experiment.tests if t.name not in done]
+    if not todo:
+        say(f"    done earlier: {len(done)} record(s)")
+        return [Path(r["_path"]) for r in done.values()]
+    fitted = fit(manifest, experiment, opts)
+    written = [Path(r["_path"]) for r in done.values()]
+    for spec in todo:
+        say(f"    test: {spec.name} ({spec.dataset})")
+        path = test(manifest, experiment, spec, fitted, opts)
+        if path is not None:
+            written.append(path)
+    return written
+
+
+# --- the whole manifest ------------------------------------------------------------------------------------
+
+
+def reproduce(manifest: Manifest, opts: RunOptions) -> int:
+    """Run every (selected) experiment of ``manifest``, then render its tables. Returns an exit code."""
+    start = time.perf_counter()
+    _new_invocation()
+    experiments_ = [e for e in manifest.experiments if not opts.only or e.name in opts.only]
+    unknown = set(opts.only) - {e.name for e in manifest.experiments}
+    if unknown:
+        raise ManifestError(f"unknown experiments {sorted(unknown)}; {manifest.path} has "
+                            f"{[e.name for e in manifest.experiments]}")
+    say(f"== reproduce {manifest.paper}: {manifest.title}\n   data: {opts.data}; {len(experiments_)} experiment(s); "
+        f"{opts.devices} device(s) x {opts.nodes} node(s); results: {results_dir(manifest, opts)}")
+    if opts.data == "real" and opts.check != "none":
+        problems = check_datasets(experiments_, opts)
+        if problems:
+            say("\nCannot reproduce on real data; the dataset checker found:\n  " + "\n  ".join(problems) +
+                f"\nPut each dataset as README.md ('Datasets') describes under DATA_ROOT={opts.data_root}, "
+                "or run the same protocol on synthetic faces with DATA=synthetic.")
+            return 1
+    records: list[Path] = []
+    for i, experiment in enumerate(experiments_, 1):
+        say(f"\n[{i}/{len(experiments_)}] {experiment.name}: {experiment.method}, "
+            f"tests {[t.name for t in experiment.tests]} ({time.perf_counter() - start:.0f} s elapsed)")
+        records += run_experiment(manifest, experiment, opts)
+    wall = time.perf_counter() - start
+    if rank_zero_only.rank == 0:
+        outputs = render_outputs(manifest, opts) if opts.render else {}
+        summary = {"paper": manifest.paper, "data": opts.data, "wall_seconds": round(wall, 1),
+                   "records": [str(p) for p in records], "outputs": {k: str(v) for k, v in outputs.items()},
+                   "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        folder = results_dir(manifest, opts)
+        atomic_write_bytes(folder / "reproduce.json", json.dumps(summary, indent=2).encode(), overwrite=True)
+        say(f"\n== {manifest.paper} ({opts.data}): {len(records)} record(s) in {wall:.0f} s")
+        for name, path in outputs.items():
+            say(f"   {name:>12}: {path}")
+    return 0
+
+
+def render_outputs(manifest: Manifest, opts: RunOptions) -> dict[str, Path]:
+    """The paper's tables (tables.md / .tex / .html) and one report page: the paper tables, then the
+    per-dataset leaderboards with statistics, cost and CED plots (``leaderboard.render``)."""
+    from leaderboard.references import render, write_paper_tables
+    from leaderboard.render import render_leaderboards
+
+    folder = results_dir(manifest, opts)
+    synthetic = opts.data == "synthetic"
+    outputs = write_paper_tables(manifest, folder, folder / "tables", synthetic=synthetic)
+    boards = render_leaderboards([folder], folder / "report", title=f"{manifest.title} ({opts.data} data)",
+                                 html_preamble=render(manifest, folder, synthetic)["html"])
+    return outputs | {f"report {kind}": path for kind, path in boards.items()}
+
+
+def parse_args(argv: list[str]) -> tuple[str, RunOptions]:
+    parser = argparse.ArgumentParser(prog="python -m leaderboard reproduce", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paper", help=f"a paper with a manifest ({', '.join(available_papers())}) or a manifest path")
+    parser.add_argument("--data", choices=DATA_MODES, default="real",
+                        help="real benchmark data under --data-root, or the embedded synthetic faces")
+    parser.add_argument("--data-root", type=Path, default=Path(os.environ.get("DATA_ROOT", "data")))
+    parser.add_argument("--results", type=Path, default=Path("results/reproduce"),
+                        help="records go to RESULTS/<paper>/<data>/")
+    parser.add_argument("--workdir", type=Path, default=Path("runs/reproduce"), help="checkpoints and logs")
+    parser.add_argument("--devices", type=int, default=1, help="processes (GPUs) per node")
+    parser.add_argument("--nodes", type=int, default=1, help="number of nodes (torchrun / SLURM launch)")
+    parser.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, gpu, cpu, ...")
+    parser.add_argument("--strategy", default="ddp", help="Lightning strategy when processes > 1")
+    parser.add_argument("--total-batch", type=int, help="total batch over all processes (default: the paper's)")
+    parser.add_argument("--no-sync-bn", action="store_true", help="per-process BatchNorm statistics under DDP")
+    parser.add_argument("--check", choices=("files", "decode", "none"), default="files",
+                        help="dataset check before real-data runs: files and annotations, also decode, or none")
+    parser.add_argument("--only", nargs="+", default=(), help="run only these experiments")
+    parser.add_argument("--override", action="append", default=[], metavar="ARG",
+                        help="extra LightningCLI argument for every run, e.g. --override=--trainer.max_epochs=1")
+    parser.add_argument("--cost-repeats", type=int, default=10, help="timed passes for images/s (0: no cost)")
+    parser.add_argument("--no-wandb", action="store_true", help="CSV logs only")
+    parser.add_argument("--no-render", action="store_true", help="skip the tables at the end")
+    a = parser.parse_args(argv)
+    if a.devices < 1 or a.nodes < 1:
+        parser.error("--devices and --nodes must be at least 1")
+    return a.paper, RunOptions(
+        data=a.data, data_root=a.data_root, results=a.results, workdir=a.workdir, devices=a.devices, nodes=a.nodes,
+        accelerator=a.accelerator, strategy=a.strategy, total_batch=a.total_batch, sync_bn=not a.no_sync_bn,
+        check=a.check, only=tuple(a.only), overrides=tuple(a.override), cost_repeats=a.cost_repeats,
+        wandb=not a.no_wandb, render=not a.no_render)
+
+
+def main(argv: list[str] | None = None) -> int:
+    paper, opts = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        manifest = load_manifest(paper)
+        return reproduce(manifest, opts)
+    except (ManifestError, RecordError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

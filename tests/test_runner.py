@@ -1,0 +1,329 @@
+"""The leaderboard runner: manifests, resumable reproduce on synthetic data, paper tables, DDP = single process."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from test_leaderboard import NORMALIZERS, fixture_predictions, fixture_record
+
+from datamodules.synthetic import SUBSET_SCHEMES, SyntheticFaceSource
+from experiments.cli import main as cli_main
+from landmarks.metrics import NMEMetric, per_image_nme
+from leaderboard import runner
+from leaderboard.manifest import ManifestError, available_papers, load_manifest
+from leaderboard.references import Reproduced, load_references, paper_table, render
+from leaderboard.store import load_predictions, load_records, write_record
+from lightning_modules.schedules import StepDivisorsLR
+
+ROOT = Path(__file__).resolve().parents[1]
+HOURGLASS = ROOT / "experiments" / "hourglass"
+TINY = ["--data.init_args.train_size=48", "--data.init_args.val_size=16", "--data.init_args.test_size=18",
+        "--data.init_args.num_workers=0", "--data.init_args.image_size=96", "--trainer.max_epochs=1",
+        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+def tiny_manifest(tmp_path: Path, extra_args: list[str] = (), experiments: list[dict] | None = None) -> Path:
+    """A two-experiment manifest on the hourglass configs, sized for seconds of CPU."""
+    experiments = experiments or [
+        {"name": "hg-300w", "method": "HGs", "data": str(HOURGLASS / "data" / "300w.yaml"), "roots": {"root": "300w"},
+         "tests": [{"name": "300w", "dataset": "300W", "synthetic": "300w"}]},
+        {"name": "hg-aflw2000", "method": "HGs", "data": str(HOURGLASS / "data" / "aflw.yaml"),
+         "roots": {"root": "aflw"},
+         "tests": [{"name": "aflw2000", "dataset": "AFLW2000-3D", "synthetic": "aflw2000", "normalizer": "bbox",
+                    "derived": {"mean": ["yaw_0_30", "yaw_30_60", "yaw_60_90"]}}]},
+    ]
+    for e in experiments:
+        e["synthetic_args"] = [*TINY, *extra_args]
+    manifest = {"paper": "tiny", "title": "Tiny", "references": "tab", "batch": {"total": 16},
+                "config": [str(HOURGLASS / "model.yaml")],
+                "synthetic": {"config": [str(HOURGLASS / "synthetic_small.yaml")]},
+                "experiments": experiments,
+                "tables": [{"table": "Table 2", "rows": {"HRNet": "hg-300w"}},
+                           {"table": "Table 7", "rows": {"3DDFA": "hg-aflw2000"}}]}
+    names = {e["name"] for e in experiments}
+    manifest["tables"] = [t for t in manifest["tables"] if set(t["rows"].values()) <= names]
+    path = tmp_path / "manifest.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    return path
+
+
+def options(tmp_path: Path, **kw) -> runner.RunOptions:
+    return runner.RunOptions(**({"data": "synthetic", "results": tmp_path / "results", "workdir": tmp_path / "runs",
+                                 "cost_repeats": 1, "wandb": False} | kw))
+
+
+# --- manifests ----------------------------------------------------------------------------------------------
+
+
+def test_every_paper_manifest_loads_and_names_reference_tables():
+    references = load_references()
+    assert "hourglass" in available_papers()
+    for paper in available_papers():
+        manifest = load_manifest(paper)
+        for spec in manifest.tables:
+            rows = references[(references.paper == manifest.references) & (references.table == spec.table)]
+            assert set(spec.rows) <= set(rows.method), (paper, spec.table)
+
+
+def test_manifest_errors_are_clear(tmp_path):
+    path = tiny_manifest(tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    raw["tables"][0]["rows"] = {"HGs": "no-such-experiment"}
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ManifestError, match="unknown experiments"):
+        load_manifest(path)
+    raw["tables"] = []
+    raw["experiments"][1]["name"] = raw["experiments"][0]["name"]
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ManifestError, match="not unique"):
+        load_manifest(path)
+    raw["experiments"][1]["name"] = "other"
+    raw["config"] = ["missing.yaml"]
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ManifestError, match="does not exist"):
+        load_manifest(path)
+    with pytest.raises(ManifestError, match="no manifest"):
+        load_manifest("no-such-paper")
+
+
+def test_total_batch_is_split_over_processes(tmp_path):
+    manifest = load_manifest(tiny_manifest(tmp_path))
+    args, info = runner.batch_args(manifest, options(tmp_path, devices=4, nodes=2, total_batch=32))
+    assert args == ["--data.init_args.batch_size=4"] and info["world_size"] == 8 and info["total_batch"] == 32
+    assert "lr" not in info  # lr_scaling: none keeps the paper's learning rate
+    with pytest.raises(ManifestError, match="does not split"):
+        runner.batch_args(manifest, options(tmp_path, devices=3))
+    # lr_scaling: linear -> lr x new / paper total, from the last config that sets it (synthetic_small: 0.002)
+    raw = yaml.safe_load(manifest.path.read_text()) | {"batch": {"total": 16, "lr_scaling": "linear"}}
+    manifest.path.write_text(yaml.safe_dump(raw))
+    manifest = load_manifest(manifest.path)
+    opts = options(tmp_path, devices=2, total_batch=64)
+    args, info = runner.batch_args(manifest, opts, runner.config_files(manifest, manifest.experiments[0], opts))
+    assert info["lr"] == pytest.approx(0.002 * 64 / 16)
+    assert args == ["--data.init_args.batch_size=32", f"--model.init_args.optimizer.init_args.lr={info['lr']}"]
+
+
+@pytest.mark.parametrize("paper", available_papers())
+def test_real_configs_compose_and_synthetic_ones_run(paper, tmp_path, monkeypatch):
+    """Every experiment of every manifest builds from its real configs (no data read at construction), and its
+    synthetic stand-in runs a fast_dev_run fit and test."""
+    monkeypatch.chdir(tmp_path)
+    manifest = load_manifest(paper)
+    for experiment in manifest.experiments:
+        real = runner.compose_args(manifest, experiment, experiment.tests[0], options(tmp_path, data="real"), "fit")
+        cli = cli_main(real, run=False)
+        assert cli.datamodule.batch_size == manifest.total_batch
+        small = runner.compose_args(manifest, experiment, experiment.tests[0], options(tmp_path), "fit")
+        small += [*TINY, "--trainer.fast_dev_run=1"]
+        cli = cli_main(small, run=False)
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        cli.trainer.test(cli.model, datamodule=cli.datamodule)
+
+
+def test_synthetic_subset_schemes_tag_faces_by_their_rule():
+    for scheme, names in SUBSET_SCHEMES.items():
+        source = SyntheticFaceSource("300w_68", "test", 40, subsets=scheme)
+        assert source.subset_names == names
+        faces = [source.load(i) for i in range(40)]
+        for face in faces:
+            assert set(face.subsets) <= set(names)
+        if scheme in ("300w", "300w_private", "aflw2000", "pwc"):  # a partition: exactly one tag per face
+            assert all(len(f.subsets) == 1 for f in faces)
+    aflw = SyntheticFaceSource("300w_68", "test", 40, subsets="aflw")
+    assert all(("frontal" in aflw.load(i).subsets) == bool(aflw.load(i).visible.all()) for i in range(40))
+    with pytest.raises(ValueError, match="unknown subset scheme"):
+        SyntheticFaceSource("300w_68", "test", 4, subsets="lfw")
+
+
+def test_step_divisors_schedule_matches_mhhn_closed_form():
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-3)
+    schedule = StepDivisorsLR(optimizer, [20, 50, 100, 150], [2, 5, 10, 10])
+    lrs = []
+    for _ in range(160):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    expected = [1e-3] * 20 + [5e-4] * 30 + [1e-4] * 50 + [1e-5] * 50 + [1e-6] * 10
+    np.testing.assert_allclose(lrs, expected, rtol=1e-12)
+
+
+# --- paper tables from records ------------------------------------------------------------------------------
+
+
+def _tagged_record(preds: dict, experiment: str, test: str) -> dict:
+    """A record of the fixture predictions, its subsets renamed as ``preds["subsets"]``, tagged by the runner."""
+    record = fixture_record({k: v[:, :2] if k == "subset_mask" else v for k, v in preds.items()})
+    metric = NMEMetric(NORMALIZERS, [str(s) for s in preds["subsets"]])
+    metric.update(torch.from_numpy(preds["pred"]), torch.from_numpy(preds["target"]),
+                  {n: torch.from_numpy(preds["norm"][:, i]) for i, n in enumerate(NORMALIZERS)},
+                  torch.from_numpy(preds["index"]), torch.from_numpy(preds["subset_mask"]),
+                  torch.from_numpy(preds["visible"]))
+    record["metrics"] = metric.compute()
+    record["experiment"] = {"paper": "tiny", "name": experiment, "test": test, "data": "synthetic"}
+    record["protocol"]["primary_normalizer"] = "bbox"
+    return record
+
+
+def test_paper_table_cells_are_rescored_from_predictions(tmp_path):
+    """Reproduced cells equal an independent NME of the stored arrays, the derived mean is the mean of the bins,
+    Delta = reproduced - reported, and rows keep the paper's order."""
+    manifest = load_manifest(tiny_manifest(tmp_path))
+    preds = fixture_predictions(5)
+    preds["subsets"] = np.array(["yaw_0_30", "yaw_30_60"])  # the fixture has two subset columns
+    write_record(_tagged_record(preds, "hg-aflw2000", "aflw2000"), preds,
+                 tmp_path / "res")
+    reproduced = Reproduced(manifest, tmp_path / "res")
+    references = load_references()
+    text, numbers = paper_table(references, manifest, "Table 7", reproduced, {"3DDFA": "hg-aflw2000"})
+    assert list(numbers.index) == list(dict.fromkeys(references[(references.paper == "tab") &
+                                                                 (references.table == "Table 7")].method))
+    err = np.linalg.norm(preds["pred"] - preds["target"], axis=-1).mean(1) / preds["norm"][:, 1] * 100
+    for column, subset in ((0, "yaw_0_30"), (1, "yaw_30_60")):
+        rows = preds["subset_mask"][:, column]
+        assert numbers.loc["3DDFA", (subset + " NME", "reproduced")] == pytest.approx(err[rows].mean(), rel=1e-9)
+    # yaw_60_90 is not in these predictions: the bin and the mean over bins stay empty, never a wrong number.
+    assert np.isnan(numbers.loc["3DDFA", ("yaw_60_90 NME", "reproduced")])
+    assert np.isnan(numbers.loc["3DDFA", ("mean NME", "reproduced")])
+    got = numbers.loc["3DDFA", ("yaw_0_30 NME", "reproduced")]
+    assert numbers.loc["3DDFA", ("yaw_0_30 NME", "Δ")] == pytest.approx(got - 3.78)
+    assert text.loc["3DDFA", ("yaw_0_30 NME", "Δ")] == f"{got - 3.78:+.2f}"
+    assert text.loc["SDM", ("yaw_0_30 NME", "reproduced")] == "—"
+
+
+def test_derived_mean_over_yaw_bins(tmp_path):
+    manifest = load_manifest(tiny_manifest(tmp_path))
+    preds = fixture_predictions(6)
+    rng = np.random.default_rng(0)
+    bins = rng.integers(0, 3, len(preds["index"]))
+    preds["subset_mask"] = np.eye(3, dtype=bool)[bins]
+    preds["subsets"] = np.array(["yaw_0_30", "yaw_30_60", "yaw_60_90"])
+    record = _tagged_record(preds, "hg-aflw2000", "aflw2000")
+    write_record(record, preds, tmp_path / "res")
+    _, numbers = paper_table(load_references(), manifest, "Table 7", Reproduced(manifest, tmp_path / "res"),
+                             {"3DDFA": "hg-aflw2000"})
+    per_image = per_image_nme(torch.from_numpy(preds["pred"]), torch.from_numpy(preds["target"]),
+                              torch.from_numpy(preds["norm"][:, 1])).numpy() * 100
+    expected = np.mean([per_image[bins == b].mean() for b in range(3)])
+    assert numbers.loc["3DDFA", ("mean NME", "reproduced")] == pytest.approx(expected, rel=1e-9)
+
+
+# --- reproduce end to end -----------------------------------------------------------------------------------
+
+
+def test_reproduce_on_synthetic_data_is_resumable(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    manifest = load_manifest(tiny_manifest(tmp_path))
+    opts = options(tmp_path)
+    assert runner.reproduce(manifest, opts) == 0
+    folder = runner.results_dir(manifest, opts)
+    records = load_records(folder)
+    assert sorted(r["experiment"]["name"] for r in records) == ["hg-300w", "hg-aflw2000"]
+    for record in records:
+        assert record["experiment"]["total_batch"] == 16 and record["experiment"]["fit"]["monitor"] == "val/nme"
+        assert record["cost"]["params"] > 0 and record["cost"]["macs"] > 0
+        assert "best" in Path(record["checkpoint"]["path"]).name  # selected on validation, not the last epoch
+    tables = (folder / "tables" / "tables.md").read_text()
+    assert "SYNTHETIC DATA" in tables and "## TAB Table 2 (synthetic)" in tables and "hg-aflw2000" in tables
+    page = (folder / "tables" / "tables.html").read_text()
+    assert "<table" in page and "http" not in page
+
+    # Run again: nothing is trained or tested again.
+    capsys.readouterr()
+    assert runner.reproduce(manifest, opts) == 0
+    assert "done earlier" in capsys.readouterr().out
+    assert len(load_records(folder)) == 2
+
+    # An interrupted experiment: no record and no finished fit, but a last.ckpt -> it resumes from there.
+    aflw = next(r for r in records if r["experiment"]["name"] == "hg-aflw2000")
+    Path(aflw["_path"]).unlink()
+    run = runner.run_dir(manifest, manifest.experiment("hg-aflw2000"), opts)
+    (run / "fit.json").unlink()
+    assert runner.reproduce(manifest, opts) == 0
+    out = capsys.readouterr().out
+    assert f"resuming from {run / 'checkpoints' / 'last.ckpt'}" in out
+    assert len(load_records(folder)) == 2
+
+
+def test_real_data_run_stops_on_missing_dataset(tmp_path, capsys):
+    manifest = load_manifest(tiny_manifest(tmp_path))
+    code = runner.reproduce(manifest, runner.RunOptions(data="real", data_root=tmp_path / "none",
+                                                        results=tmp_path / "r", workdir=tmp_path / "w"))
+    out = capsys.readouterr().out
+    assert code == 1 and "300w: no folder" in out and "DATA=synthetic" in out
+    assert not (tmp_path / "r").exists()
+
+
+def _run_cli(manifest: Path, tmp: Path, devices: int) -> dict[str, dict]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = os.environ | {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "PYTHONPATH": str(ROOT)}
+    tmp.mkdir()
+    out = subprocess.run([sys.executable, "-m", "leaderboard", "reproduce", str(manifest), "--data", "synthetic",
+                          "--devices", str(devices), "--accelerator", "cpu", "--no-wandb", "--cost-repeats", "0",
+                          "--no-render"], capture_output=True, text=True, timeout=600, cwd=tmp, env=env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return {r["experiment"]["name"]: r for r in load_records(tmp / "results" / "reproduce" / "tiny" / "synthetic")}
+
+
+def test_two_process_ddp_reproduce_equals_single_process(tmp_path):
+    """`reproduce --devices 2` (Lightning's DDP, 2 CPU processes) against `--devices 1` on the same manifest.
+
+    The mean-shape baseline's records are equal: the same evaluation, sharded and gathered. The hourglass trains
+    under DDP with the total batch of 16 split into 2 x 8; its weights cannot equal the single-process ones on
+    a CPU (BatchNorm statistics over 8 faces instead of 16: torch's SyncBatchNorm is GPU-only), so its run is
+    checked for what DDP must keep: every test face once, the batch split, checkpoint selection."""
+    tests = [{"name": "300w", "dataset": "300W", "synthetic": "300w"}]
+    manifest = tiny_manifest(tmp_path, ["--data.init_args.shuffle=false", "--data.init_args.augment=null"], [
+        {"name": "mean-shape", "method": "Mean shape", "fit": False, "tests": tests,
+         "args": ["--model=lightning_modules.mean_shape.MeanShapeModule"]},
+        {"name": "hg-300w", "method": "HGs", "tests": tests}])
+    single = _run_cli(manifest, tmp_path / "one", 1)
+    double = _run_cli(manifest, tmp_path / "two", 2)
+    a, b = single["mean-shape"], double["mean-shape"]
+    assert a["n_images"] == b["n_images"] == 18  # 18 faces over 2 processes: one is padded in, counted once
+    for normalizer, per_subset in a["metrics"].items():
+        for subset, summary in per_subset.items():
+            for key, value in summary.items():
+                assert b["metrics"][normalizer][subset][key] == pytest.approx(value, rel=1e-6, nan_ok=True), \
+                    (normalizer, subset, key)
+    pa = load_predictions(a, tmp_path / "one" / "results" / "reproduce" / "tiny" / "synthetic")
+    pb = load_predictions(b, tmp_path / "two" / "results" / "reproduce" / "tiny" / "synthetic")
+    np.testing.assert_array_equal(pa["index"], np.arange(18))
+    np.testing.assert_array_equal(pa["index"], pb["index"])
+    np.testing.assert_allclose(pa["pred"], pb["pred"], rtol=1e-6)
+    hg1, hg2 = single["hg-300w"], double["hg-300w"]
+    assert (hg1["experiment"]["world_size"], hg2["experiment"]["world_size"]) == (1, 2)
+    assert (hg1["experiment"]["per_process_batch"], hg2["experiment"]["per_process_batch"]) == (16, 8)
+    assert hg2["experiment"]["sync_batchnorm"] is False  # CPU
+    assert hg2["n_images"] == 18 and "best" in Path(hg2["checkpoint"]["path"]).name
+    two = tmp_path / "two" / "results" / "reproduce" / "tiny" / "synthetic"
+    np.testing.assert_array_equal(load_predictions(hg2, two)["index"], np.arange(18))
+
+
+def test_rendered_paper_tables_golden(tmp_path):
+    """The Markdown of a paper table from fixed records, byte for byte (UPDATE_GOLDEN=1 rewrites it)."""
+    manifest = load_manifest(tiny_manifest(tmp_path))
+    preds = fixture_predictions(7)
+    preds["subsets"] = np.array(["common", "challenging"])
+    record = _tagged_record(preds, "hg-300w", "300w")
+    record.update(record_id="fixed-300w", created="2026-01-01T00:00:00+00:00", test_set="synthetic-300w")
+    record["protocol"]["auc_rule"] = "trapezoid, grid step 0.0001"
+    record["experiment"] |= {"fit": {"monitor": "val/nme", "mode": "min", "epochs": 3}, "world_size": 1,
+                             "total_batch": 16}
+    write_record(record, preds, tmp_path / "res")
+    markdown = render(manifest, tmp_path / "res", synthetic=True)["markdown"]
+    golden = ROOT / "tests" / "data" / "golden" / "paper_tables.md"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(markdown)
+    assert markdown == golden.read_text()
+    frame = pd.read_csv(ROOT / "leaderboard" / "references" / "paper_results.csv")
+    assert len(frame) > 1000  # the reference numbers ship with the project
