@@ -575,7 +575,8 @@ th:first-child, td:first-child { text-align: left; }
 thead th { border-top: 2px solid #333; border-bottom: 1px solid #333; }
 tbody tr:last-child td { border-bottom: 2px solid #333; } tbody tr:nth-child(even) { background: #f6f6f6; }
 .warning { background: #fde2e1; border: 2px solid #c0392b; color: #922; font-weight: bold; padding: 0.6em 1em; }
-.plots { display: flex; flex-wrap: wrap; gap: 1em; } figure { margin: 0; } img { max-width: 100%; }
+.plots { display: flex; flex-wrap: wrap; gap: 1em; } figure { margin: 0; flex: 0 1 440px; } img { max-width: 100%; }
+table { display: block; max-width: 100%; overflow-x: auto; }
 figcaption { font-size: 0.85em; color: #555; } .notes li { color: #444; }
 """
 

@@ -36,6 +36,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,8 @@ from leaderboard.manifest import Experiment, Manifest, ManifestError, TestSpec, 
 from leaderboard.store import RecordError, atomic_write_bytes, load_records
 
 DATA_MODES = ("real", "synthetic")
+# The runner hands LightningCLI its arguments on purpose while sys.argv holds its own command line.
+warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
 
 
 @dataclass
