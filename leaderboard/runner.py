@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import itertools
 import json
 import os
@@ -262,12 +263,21 @@ def fit(manifest: Manifest, experiment: Experiment, opts: RunOptions) -> dict[st
         return {"checkpoint": None, "monitor": None, "note": "evaluation-only baseline: nothing to fit"}
     run = run_dir(manifest, experiment, opts)
     marker = run / "fit.json"
+    args = compose_args(manifest, experiment, None, opts, "fit")
+    key = training_key(args)
     if marker.is_file():
         summary = json.loads(marker.read_text())
         if Path(summary["checkpoint"]).is_file():
             say(f"    fit: done earlier, selected checkpoint {summary['checkpoint']}")
             return summary
-    cli = cli_main(compose_args(manifest, experiment, None, opts, "fit"), run=False)
+    for other in manifest.experiments:  # e.g. synthetic stand-ins of different datasets: one training serves all
+        done = run_dir(manifest, other, opts) / "fit.json"
+        if other.name != experiment.name and done.is_file():
+            summary = json.loads(done.read_text())
+            if summary.get("key") == key and Path(summary["checkpoint"]).is_file():
+                say(f"    fit: the same training as {other.name} (identical configuration); using its checkpoint")
+                return summary | {"shared_with": other.name}
+    cli = cli_main(args, run=False)
     checkpoint = _callback(cli.trainer, ModelCheckpoint)
     if checkpoint is None or checkpoint.monitor is None:
         raise ManifestError(f"experiment {experiment.name}: its config needs a ModelCheckpoint monitoring a "
@@ -282,7 +292,7 @@ def fit(manifest: Manifest, experiment: Experiment, opts: RunOptions) -> dict[st
     if not selected:
         raise RuntimeError(f"experiment {experiment.name}: training saved no checkpoint")
     score = checkpoint.best_model_score
-    summary = {"checkpoint": selected, "monitor": checkpoint.monitor, "mode": checkpoint.mode,
+    summary = {"checkpoint": selected, "key": key, "monitor": checkpoint.monitor, "mode": checkpoint.mode,
                "score": None if score is None else float(score), "epochs": cli.trainer.current_epoch,
                "fit_seconds": round(time.perf_counter() - start, 1), "log_dir": cli.trainer.log_dir,
                "loggers": [{"type": type(lg).__name__, "version": str(lg.version)} for lg in cli.trainer.loggers],
@@ -291,6 +301,17 @@ def fit(manifest: Manifest, experiment: Experiment, opts: RunOptions) -> dict[st
         atomic_write_bytes(marker, json.dumps(summary, indent=2).encode(), overwrite=True)
     say(f"    fit: selected {selected} ({checkpoint.monitor} = {summary['score']})")
     return summary
+
+
+def training_key(args: list[str]) -> str:
+    """Identifies a training by everything that shapes it: the configs' contents and the overrides (not where
+    it logs). Two experiments with the same key train the same model on the same data with the same seed."""
+    parts = []
+    for i, arg in enumerate(args):
+        if arg.startswith(("--trainer.default_root_dir=", "--trainer.logger=")):
+            continue
+        parts.append(Path(arg).read_text() if i and args[i - 1] == "--config" else arg)
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 def test(manifest: Manifest, experiment: Experiment, spec: TestSpec, fitted: dict[str, Any],

@@ -51,9 +51,20 @@ from leaderboard.store import (
     write_record,
 )
 
-# Published test-set sizes (test_set name -> images), for a caller to fill; a submitted record of a test set
-# listed here must evaluate that many images (unless its ``expected.partial`` is true).
-KNOWN_TEST_SET_SIZES: dict[str, int] = {}
+
+def published_test_set_sizes() -> dict[str, int]:
+    """Test-set name (as the datamodules name their test sources) -> published number of images, from the
+    datamodules' own constants."""
+    from datamodules import aflw, aflw2000, cofw, w300, wflw
+
+    sizes = {f"300w-{name}": sum(w300.FOLDERS[f][1] for f in folders) for name, folders in w300.TEST_SETS.items()}
+    sizes["masked-300w-test"] = sum(size for _, size, _ in w300.MASKED_FOLDERS.values())
+    return sizes | {"wflw-test": wflw.EXPECTED["test"], "cofw-test": cofw.SPLITS["test"][1],
+                    "cofw68-test": cofw.COFW68_SIZE, "aflw-test": aflw.TEST_SIZE, "aflw2000-3d": aflw2000.AFLW2000_SIZE}
+
+
+# A submitted record of a test set listed here must evaluate that many images (unless ``expected.partial``).
+KNOWN_TEST_SET_SIZES: dict[str, int] = published_test_set_sizes()
 
 # Fields of a submitted record that this store sets itself (or that describe the submitter's own store).
 REPLACED_FIELDS = ("schema_version", "record_id", "created", "digest", "predictions", "metrics", "n_images",

@@ -162,3 +162,11 @@ def test_invalid_submissions_exit_2(tmp_path, source, capsys, case, message):
     err = capsys.readouterr().err
     assert "submit: invalid submission" in err and message in err, err
     assert not (tmp_path / "B").exists()
+
+
+def test_known_test_set_sizes_are_the_published_ones():
+    """Derived from the datamodules' folder sizes; checked here against the papers' numbers."""
+    published = {"300w-full": 689, "300w-common": 554, "300w-challenging": 135, "300w-private": 600,
+                 "wflw-test": 2500, "cofw-test": 507, "cofw68-test": 507, "aflw-test": 4386, "aflw2000-3d": 2000,
+                 "masked-300w-test": 689}
+    assert {k: submit_module.KNOWN_TEST_SET_SIZES[k] for k in published} == published
