@@ -8,6 +8,8 @@
 2. Heatmap target encoding per batch vs one training step of the demo hourglass.
 3. Metric computation for 10,000 images x 98 points (NMEMetric update + compute, functional AUC).
 4. One training step of the demo hourglass in fp32 vs bf16-mixed autocast, with and without channels_last.
+5. MHHN (``bench_mhhn.py``): batched SDT decoding vs a per-landmark numpy loop (speed ratio, max difference);
+   MCG block time and peak memory per image, SDPA vs the explicit N x N matrix, fp32 and bf16.
 
 Options: ``--quick`` runs fewer repetitions (for a smoke test).
 """
@@ -25,6 +27,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from bench_mhhn import bench_mcg, bench_sdt  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
@@ -204,6 +207,10 @@ def main(argv: list[str] | None = None) -> None:
         ("Metric computation", lambda: bench_metrics(10_000, repeats)),
         ("Training step: fp32 vs bf16-mixed, channels_last (demo hourglass, CPU)",
          lambda: bench_precision(batch_size, input_size, repeats)),
+        ("MHHN SDT decoding: batched torch vs per-landmark numpy loop (64x64 maps, 68 landmarks)",
+         lambda: bench_sdt(opts.quick)),
+        ("MHHN MCG block: forward + backward per image, SDPA vs explicit N x N (256 channels)",
+         lambda: bench_mcg(opts.quick)),
     ]
     for title, run in sections:
         print(f"\n## {title}\n")

@@ -9,6 +9,9 @@ pixel i covering crop pixels [s*i - 0.5, s*(i+1) - 0.5], so
 (:func:`crop_to_heatmap`, :func:`heatmap_to_crop`). At stride 4, crop pixel 1.5 (the centre of the first
 4x4 block) is heatmap pixel 0. The public codes of AWing and HRNet use x/s with 1-based shifts instead; that
 differs by a constant fraction of a pixel, which this convention removes.
+
+Decoders: argmax with the quarter-pixel shift, soft-argmax, and MHHN's subpixel detection technology
+(:func:`decode_sdt`, a batched Gaussian surface fit around each argmax).
 """
 
 from __future__ import annotations
@@ -92,3 +95,109 @@ def decode_soft_argmax(heatmaps: torch.Tensor, beta: float | None = None) -> tor
     x = torch.arange(w, device=heatmaps.device, dtype=heatmaps.dtype)
     y = torch.arange(h, device=heatmaps.device, dtype=heatmaps.dtype)
     return torch.stack([(prob.sum(-2) * x).sum(-1), (prob.sum(-1) * y).sum(-1)], -1)
+
+
+# --- subpixel detection technology (SDT, MHHN paper 001 eqs. 11-20) ------------------------------------------
+
+
+def fit_gaussian_surface(
+    heatmaps: torch.Tensor, window: int = 9, eps: float = 1e-6
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Guo's weighted log fit of ``G exp(-(x-u)^2/(2 sx^2) - (y-v)^2/(2 sy^2))`` around each map's argmax.
+
+    For the L = window^2 samples f around the argmax (eq. 13), ``f ln f = B c`` with design rows
+    ``f [1, x, y, x^2, y^2]`` and ``c = [ln G - u^2/(2sx^2) - v^2/(2sy^2), u/sx^2, v/sy^2, -1/(2sx^2), -1/(2sy^2)]``
+    (eq. 14), solved by QR for every image and landmark at once (eqs. 15-17: ``c = R1^-1 Q^T a``).
+
+    The fit uses coordinates local to the window centre (IMPLEMENTATION_NOTES §2.3; for conditioning, x^2 stays
+    below (window/2)^2), so ``c`` is in that local frame. Samples outside the map get weight 0; values are
+    clamped to >= ``eps`` before the log. The window position (the argmax) is a constant; ``c`` is
+    differentiable in the map values.
+
+    Returns:
+        coefficients (B, K, 5) in the local frame, and the window centres (B, K, 2) as integer (x, y).
+    """
+    if window < 3 or window % 2 == 0:
+        raise ValueError(f"window must be odd and >= 3, got {window}")
+    h, w = heatmaps.shape[-2:]
+    centre = argmax_2d(heatmaps.detach())  # (B, K, 2)
+    r = torch.arange(-(window // 2), window // 2 + 1, device=heatmaps.device)
+    dy, dx = (g.flatten() for g in torch.meshgrid(r, r, indexing="ij"))  # (L,)
+    xs, ys = centre[..., :1] + dx, centre[..., 1:] + dy  # (B, K, L)
+    inside = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
+    index = ys.clamp(0, h - 1) * w + xs.clamp(0, w - 1)
+    f = heatmaps.flatten(-2).gather(-1, index).clamp_min(eps)  # (B, K, L)
+    weight = f * inside
+    fx, fy = dx.to(f.dtype), dy.to(f.dtype)
+    basis = torch.stack([torch.ones_like(fx), fx, fy, fx.square(), fy.square()], -1)  # (L, 5)
+    design = weight.unsqueeze(-1) * basis  # (B, K, L, 5)
+    q, r1 = torch.linalg.qr(design)  # reduced: (B, K, L, 5), (B, K, 5, 5)
+    s = q.transpose(-1, -2) @ (weight * f.log()).unsqueeze(-1)  # (B, K, 5, 1)
+    coefficients = torch.linalg.solve_triangular(r1, s, upper=True).squeeze(-1)
+    return coefficients, centre
+
+
+def _safe(x: torch.Tensor, ok: torch.Tensor, fill: float) -> torch.Tensor:
+    """``x`` where ``ok``, else ``fill``: keeps NaN / inf out of later divisions and out of their gradients."""
+    return torch.where(ok, x, torch.full_like(x, fill))
+
+
+def sdt_from_coefficients(
+    coefficients: torch.Tensor, centre: torch.Tensor, sigma: float, constrained: bool = True
+) -> torch.Tensor:
+    """(B, K, 5) window-local coefficients and (B, K, 2) window centres → (B, K, 2) Gaussian centres (x, y).
+
+    ``constrained=False`` ("SDL1"): eq. 18, ``u = -c1 / (2 c3)``, ``v = -c2 / (2 c4)``.
+    ``constrained=True`` (MHHN's SDT, eqs. 19-20: G = 1, sx = sy): ``u = sigma*^2 c1`` if ``c0 >= 0``, otherwise
+    ``u = s c1`` with ``s = -2 c0 / (c1^2 + c2^2)``, the sigma^2 implied by G = 1 (and the same for v). Read in
+    the window frame (origin at the argmax pixel), as IMPLEMENTATION_NOTES §2.3 prescribes. Eq. 20 is not
+    invariant to the origin: read in the heatmap frame its error grows with the distance from pixel [0, 0]
+    (an error e in the curvature moves u by about 2 e sigma^2 u), which made it worse than the plain argmax on
+    trained maps. In the window frame the first case is exact for sigma = sigma* whatever G; the second, taken
+    when G < 1, only holds for G = 1 and otherwise lands far away (then :func:`decode_sdt` falls back).
+    Entries that are not a fit (flat map, no peak) come out non-finite or far away.
+    """
+    c0, c1, c2, c3, c4 = coefficients.unbind(-1)
+    if constrained:
+        norm = c1.square() + c2.square()
+        scale = torch.where(c0 >= 0, torch.full_like(c0, sigma**2), -2 * c0 / _safe(norm, norm > 0, 1.0))
+        scale = _safe(scale, (c0 >= 0) | (norm > 0), float("nan"))  # c0 < 0 on a flat top: no estimate
+        local = torch.stack([scale * c1, scale * c2], -1)
+    else:
+        peak = (c3 < 0) & (c4 < 0)
+        local = torch.stack([-c1 / (2 * _safe(c3, peak, -1.0)), -c2 / (2 * _safe(c4, peak, -1.0))], -1)
+        local = torch.where(peak.unsqueeze(-1), local, torch.full_like(local, float("nan")))
+    return local + centre.to(local.dtype)
+
+
+def decode_sdt(
+    heatmaps: torch.Tensor,
+    window: int = 9,
+    sigma: float = 3.0,
+    constrained: bool = True,
+    max_offset: float = 1.0,
+    return_fallback: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """(B, K, h, w) → (B, K, 2) sub-pixel landmarks (x, y) in heatmap pixels by MHHN's SDT (eqs. 11-20).
+
+    A Gaussian surface is fitted in a ``window`` x ``window`` neighbourhood of each argmax
+    (:func:`fit_gaussian_surface`) and its centre read with the constrained solution of eq. 20 (``sigma`` is
+    the sigma* of the training targets) or the unconstrained one of eq. 18. Where the fit does not describe a
+    peak (non-finite, no maximum, or a centre more than ``max_offset`` pixels from the argmax pixel: flat,
+    multi-modal or noisy maps), the landmark falls back to the argmax with the quarter-pixel shift
+    (:func:`decode_argmax`). Differentiable in the map values where the fit is used.
+
+    Returns the points, and with ``return_fallback=True`` also the (B, K) bool mask of fallback landmarks.
+    """
+    out_dtype = heatmaps.dtype if heatmaps.dtype in (torch.float32, torch.float64) else torch.float32
+    # The fit runs in float64 (MPS has none: float32): eq. 20's second case divides two small numbers when the
+    # peak sits near a pixel centre, which costs float32 up to 1e-3 px. It is 81 x 5 per landmark: cheap.
+    work = heatmaps.to(torch.float32 if heatmaps.device.type == "mps" else torch.float64)
+    with torch.autocast(work.device.type, enabled=False):  # no bf16 matmuls under autocast
+        coefficients, centre = fit_gaussian_surface(work, window)
+    points = sdt_from_coefficients(coefficients, centre, sigma, constrained)
+    offset = (points - centre.to(points.dtype)).abs().amax(-1)
+    ok = torch.isfinite(points).all(-1) & (offset <= max_offset)
+    fallback = decode_argmax(heatmaps.detach()).to(points.dtype)
+    points = torch.where(ok.unsqueeze(-1), _safe(points, ok.unsqueeze(-1), 0.0), fallback).to(out_dtype)
+    return (points, ~ok) if return_fallback else points

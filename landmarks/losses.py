@@ -4,12 +4,16 @@
   dilation of the target map exceeds 0.2, else 0.
 - :func:`weighted_heatmap_mse`: mean over pixels of ``(pred - target)^2 * (W * M + 1)``; W = 0 is the plain
   mean-squared error of Newell et al., W = 10 the weighting of AWing.
+- MHHN (paper 001): :func:`kl_divergence`, :func:`js_divergence` (eq. 2) between normalised maps,
+  :func:`fine_detection_loss` (eq. 5) through the SDT fit, and their sum :func:`subpixel_detection_loss` (eq. 6).
 """
 
 from __future__ import annotations
 
 import torch
 from torch.nn import functional as F
+
+from landmarks.heatmaps import argmax_2d, decode_sdt
 
 
 def heatmap_weight_map(target: torch.Tensor, threshold: float = 0.2, kernel: int = 3) -> torch.Tensor:
@@ -28,3 +32,73 @@ def weighted_heatmap_mse(pred: torch.Tensor, target: torch.Tensor, foreground_we
     if foreground_weight:
         squared = squared * (foreground_weight * heatmap_weight_map(target) + 1)
     return squared.mean()
+
+
+# --- MHHN's heatmap subpixel regression (paper 001 eqs. 1-6) ---------------------------------------------------
+
+
+def heatmap_distribution(maps: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """(..., h, w) maps → (..., h*w) discrete distributions: values clamped to >= ``eps``, divided by their sum.
+
+    The paper normalises each map to sum 1 without saying how negative predictions are handled; clamping keeps
+    every probability positive (finite logs) and ignores negative pixels, as a ReLU would.
+    """
+    flat = maps.flatten(-2).clamp_min(eps)
+    return flat / flat.sum(-1, keepdim=True)
+
+
+def kl_divergence(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """(B, K, h, w) maps → (B, K) ``KL(p_target || p_pred)`` of the normalised maps (Table V's "KLDL")."""
+    p, q = heatmap_distribution(pred, eps), heatmap_distribution(target, eps)
+    return (torch.xlogy(q, q) - q * p.log()).sum(-1)
+
+
+def js_divergence(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """(B, K, h, w) maps → (B, K) Jensen-Shannon divergence of the normalised maps (eq. 2), in nats:
+    ``JS = KL(p || m) / 2 + KL(q || m) / 2`` with ``m = (p + q) / 2``; symmetric, between 0 and ln 2."""
+    p, q = heatmap_distribution(pred, eps), heatmap_distribution(target, eps)
+    m = (p + q) / 2
+    return 0.5 * (torch.xlogy(p, p) - p * m.log()).sum(-1) + 0.5 * (torch.xlogy(q, q) - q * m.log()).sum(-1)
+
+
+def fine_detection_loss(
+    heatmaps: torch.Tensor,
+    points: torch.Tensor,
+    sigma: float,
+    window: int = 9,
+    constrained: bool = True,
+    gate: float | None = None,
+) -> torch.Tensor:
+    """(B, K) squared distance between the SDT landmarks of ``heatmaps`` and the true ``points`` (eq. 5), in
+    heatmap pixels^2. Differentiable in the map values through the least-squares fit; landmarks whose fit falls
+    back to the argmax (see ``decode_sdt``) contribute a constant.
+
+    ``gate = r`` (not in the paper): only landmarks whose argmax lies within r pixels (per axis) of the truth pass
+    a gradient; the others keep their value but are constants. The fit can only move a peak within its window,
+    so for a peak in the wrong place the term is noise that drowned the JS term in our short runs.
+    """
+    pred = decode_sdt(heatmaps, window, sigma, constrained)
+    error = (pred - points.to(pred.dtype)).square().sum(-1)
+    if gate is None:
+        return error
+    near = (argmax_2d(heatmaps.detach()).to(points.dtype) - points).abs().amax(-1) <= gate
+    return torch.where(near, error, error.detach())
+
+
+def subpixel_detection_loss(
+    heatmaps: torch.Tensor,
+    target: torch.Tensor,
+    points: torch.Tensor,
+    sigma: float,
+    weight: float = 1 / 16,
+    window: int = 9,
+    constrained: bool = True,
+    gate: float | None = None,
+) -> dict[str, torch.Tensor]:
+    """MHHN's SDL (eq. 6): per image ``sum_k JS + weight * sum_k FDL``, averaged over the batch.
+
+    Returns the terms (batch means of the per-image sums) and their total under "loss".
+    """
+    js = js_divergence(heatmaps, target).sum(-1).mean()
+    fdl = fine_detection_loss(heatmaps, points, sigma, window, constrained, gate).sum(-1).mean()
+    return {"loss": js + weight * fdl, "js": js, "fdl": fdl}

@@ -77,6 +77,9 @@ class Experiment:
     roots: dict[str, str] = field(default_factory=dict)
     args: tuple[str, ...] = ()
     synthetic_args: tuple[str, ...] = ()
+    # Evaluation-only overrides (e.g. the decoder): added to every test pass, real or synthetic, never to the fit,
+    # so experiments that differ only here share one training (the runner keys trainings by their fit arguments).
+    test_args: tuple[str, ...] = ()
     fit: bool = True  # False: an evaluation-only baseline (e.g. the mean shape), tested as built
 
 
@@ -178,6 +181,10 @@ def load_manifest(paper: str | Path) -> Manifest:
     for i, entry in enumerate(_list(raw["experiments"], f"{path}: experiments")):
         where = f"{path}: experiments[{i}]"
         _require(entry, ("name", "method", "tests"), where)
+        unknown = set(entry) - {"name", "method", "data", "tests", "roots", "args", "synthetic_args", "test_args",
+                                "fit"}
+        if unknown:
+            raise ManifestError(f"{where}: unknown keys {sorted(unknown)}")
         tests = tuple(_test(t, f"{where}.tests[{j}]") for j, t in enumerate(_list(entry["tests"], where)))
         if not tests:
             raise ManifestError(f"{where}: no tests")
@@ -187,7 +194,8 @@ def load_manifest(paper: str | Path) -> Manifest:
             name=str(entry["name"]), method=str(entry["method"]), tests=tests,
             data=_file(base, entry["data"], where) if entry.get("data") else None,
             roots=_mapping(entry.get("roots"), where), args=_list(entry.get("args"), where),
-            synthetic_args=_list(entry.get("synthetic_args"), where), fit=bool(entry.get("fit", True))))
+            synthetic_args=_list(entry.get("synthetic_args"), where), test_args=_list(entry.get("test_args"), where),
+            fit=bool(entry.get("fit", True))))
     names = [e.name for e in experiments]
     if len(set(names)) != len(names):
         raise ManifestError(f"{path}: experiment names are not unique: {names}")

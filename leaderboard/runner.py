@@ -187,6 +187,8 @@ def compose_args(manifest: Manifest, experiment: Experiment, test: TestSpec | No
         args += list(experiment.args)
         if test is not None:
             args += list(test.args)
+    if test is not None:
+        args += list(experiment.test_args)
     args += batch_args(manifest, opts, configs)[0]
     args += trainer_args(opts, run_dir(manifest, experiment, opts), stage, experiment.name, manifest.paper)
     return [*args, *opts.overrides]

@@ -36,5 +36,6 @@ def test_quick_bench_prints_every_table():
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--quick"], capture_output=True,
                          text=True, timeout=600, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
-    for title in ("Synthetic data pipeline", "Heatmap target encoding", "Metric computation", "bf16-mixed"):
+    for title in ("Synthetic data pipeline", "Heatmap target encoding", "Metric computation", "bf16-mixed",
+                  "MHHN SDT decoding", "MHHN MCG block"):
         assert title in out.stdout

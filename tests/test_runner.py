@@ -253,6 +253,31 @@ def test_reproduce_on_synthetic_data_is_resumable(tmp_path, monkeypatch, capsys)
     assert len(load_records(folder)) == 2
 
 
+def test_test_args_change_the_test_passes_only_and_keep_one_training(tmp_path):
+    """Table V's "MSE+SDT": the HGs training, tested with another decoder. test_args are never part of the fit."""
+    experiments = [
+        {"name": "hg", "method": "HGs", "data": str(HOURGLASS / "data" / "300w.yaml"), "roots": {"root": "300w"},
+         "tests": [{"name": "300w", "dataset": "300W", "synthetic": "300w"}]},
+        {"name": "hg-soft", "method": "HGs (soft-argmax)", "data": str(HOURGLASS / "data" / "300w.yaml"),
+         "roots": {"root": "300w"}, "test_args": ["--model.init_args.decoder=soft_argmax"],
+         "tests": [{"name": "300w", "dataset": "300W", "synthetic": "300w"}]},
+    ]
+    manifest = load_manifest(tiny_manifest(tmp_path, experiments=experiments))
+    plain, soft = manifest.experiments
+    assert soft.test_args == ("--model.init_args.decoder=soft_argmax",)
+    for data in ("synthetic", "real"):
+        opts = options(tmp_path, data=data)
+        fits = [runner.compose_args(manifest, e, None, opts, "fit") for e in (plain, soft)]
+        assert runner.training_key(fits[0]) == runner.training_key(fits[1])
+        assert "--model.init_args.decoder=soft_argmax" not in fits[1]
+        assert "--model.init_args.decoder=soft_argmax" in runner.compose_args(manifest, soft, soft.tests[0], opts, "t")
+    raw = yaml.safe_load(manifest.path.read_text())
+    raw["experiments"][0]["test_arg"] = ["--model.init_args.decoder=argmax"]  # a typo is an error, not ignored
+    manifest.path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ManifestError, match="unknown keys"):
+        load_manifest(manifest.path)
+
+
 def test_real_data_run_stops_on_missing_dataset(tmp_path, capsys):
     manifest = load_manifest(tiny_manifest(tmp_path))
     code = runner.reproduce(manifest, runner.RunOptions(data="real", data_root=tmp_path / "none",

@@ -3,13 +3,21 @@
 This is the "HGs" backbone of MHHN (IMPLEMENTATION_NOTES §2.1 defaults: Newell stem, depth-4 hourglass,
 bottleneck blocks, max-pool down, nearest-neighbour up, Newell head and 1x1 inter-stack merges) and the
 PropNet ablation baseline ("BB"). Shapes are given for a 256x256 input with 256 channels.
+
+MHHN options of ``StackedHourglass``: ``mcg`` inserts the multi-order correlation block (``components.mcg``,
+eqs. 7-9) after every hourglass ("all") or only the last one ("last", the paper's cheaper ablation), and
+``stride=8`` runs the hourglasses at S/8 (the paper's 32x32 variant) instead of S/4.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from lightning_modules.components.mcg import MultiOrderCorrelation
 
 
 def conv_bn_relu(cin: int, cout: int, kernel: int = 1, stride: int = 1) -> nn.Sequential:
@@ -51,13 +59,19 @@ class Hourglass(nn.Module):
 
 
 class NewellStem(nn.Module):
-    """7x7 stride-2 conv (3→64) → bottleneck 128 → max-pool → bottleneck 128 → bottleneck C: (B, C, S/4, S/4)."""
+    """7x7 stride-2 conv (3→64) → bottleneck 128 → max-pool → bottleneck 128 → bottleneck C: (B, C, S/4, S/4).
 
-    def __init__(self, channels: int) -> None:
+    ``stride=8`` appends a 2x2 max-pool (MHHN's 32x32 maps from 256 px crops); it has no parameters, so the
+    state_dict keys are those of the stride-4 stem.
+    """
+
+    def __init__(self, channels: int, stride: int = 4) -> None:
         super().__init__()
+        if stride not in (4, 8):
+            raise ValueError(f"stride must be 4 or 8, got {stride}")
         self.layers = nn.Sequential(
             conv_bn_relu(3, 64, 7, 2), Bottleneck(64, 128), nn.MaxPool2d(2), Bottleneck(128, 128),
-            Bottleneck(128, channels),
+            Bottleneck(128, channels), *([nn.MaxPool2d(2)] if stride == 8 else []),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -65,17 +79,28 @@ class NewellStem(nn.Module):
 
 
 class StackedHourglass(nn.Module):
-    """Stem, then ``num_stacks`` hourglasses each with a head predicting ``out_channels`` maps at stride 4.
+    """Stem, then ``num_stacks`` hourglasses each with a head predicting ``out_channels`` maps at ``stride``.
 
     The next stack's input is ``x + merge_features(features) + merge_maps(maps)`` (Newell's intermediate
-    supervision). ``forward`` returns the list of every stack's maps, (B, out_channels, S/4, S/4) each.
+    supervision). ``forward`` returns the list of every stack's maps, (B, out_channels, S/stride, S/stride) each.
+
+    Args:
+        mcg: stacks whose hourglass output O is replaced by ``MultiOrderCorrelation(x, O)`` before the head:
+            "all", "last" or "none" (plain HGs). The blocks live in ``self.mcg`` keyed by stack index, so "none"
+            has exactly the plain model's state_dict; each block adds one parameter (γ, initialised to 0).
+        mcg_scaled: divide the MCG correlation by √channels (a stabiliser, not in the paper).
+        stride: 4 (64x64 maps from 256 px crops) or 8 (the paper's 32x32 variant).
     """
 
-    def __init__(self, out_channels: int, num_stacks: int = 4, depth: int = 4, channels: int = 256) -> None:
+    def __init__(self, out_channels: int, num_stacks: int = 4, depth: int = 4, channels: int = 256,
+                 mcg: Literal["none", "all", "last"] = "none", mcg_scaled: bool = False, stride: int = 4) -> None:
         super().__init__()
         if channels % 2:
             raise ValueError(f"channels must be even, got {channels}")
-        self.stem = NewellStem(channels)
+        stacks = {"none": [], "all": range(num_stacks), "last": [num_stacks - 1]}
+        if mcg not in stacks:
+            raise ValueError(f"mcg must be 'none', 'all' or 'last', got {mcg!r}")
+        self.stem = NewellStem(channels, stride)
         self.hourglasses = nn.ModuleList(Hourglass(depth, channels) for _ in range(num_stacks))
         self.heads = nn.ModuleList(
             nn.Sequential(Bottleneck(channels, channels), conv_bn_relu(channels, channels)) for _ in range(num_stacks)
@@ -83,17 +108,23 @@ class StackedHourglass(nn.Module):
         self.to_maps = nn.ModuleList(nn.Conv2d(channels, out_channels, 1) for _ in range(num_stacks))
         self.merge_features = nn.ModuleList(nn.Conv2d(channels, channels, 1) for _ in range(num_stacks - 1))
         self.merge_maps = nn.ModuleList(nn.Conv2d(out_channels, channels, 1) for _ in range(num_stacks - 1))
-        self.depth = depth
+        self.mcg = nn.ModuleDict({str(i): MultiOrderCorrelation(channels, mcg_scaled) for i in stacks[mcg]})
+        self.depth, self.stride = depth, stride
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        size = images.shape[-1]
-        if size % (4 * 2**self.depth):
-            raise ValueError(f"input size {size} must be a multiple of {4 * 2**self.depth} for depth {self.depth}")
-        x = self.stem(images)  # (B, C, S/4, S/4)
+        multiple = self.stride * 2**self.depth
+        for size in images.shape[-2:]:
+            if size % multiple:
+                raise ValueError(f"input size {size} must be a multiple of {multiple} for depth {self.depth} and "
+                                 f"stride {self.stride}")
+        x = self.stem(images)  # (B, C, S/stride, S/stride)
         outputs = []
         for i, (hourglass, head, to_maps) in enumerate(zip(self.hourglasses, self.heads, self.to_maps, strict=False)):
-            features = head(hourglass(x))  # (B, C, S/4, S/4)
-            maps = to_maps(features)  # (B, K, S/4, S/4)
+            o = hourglass(x)
+            if str(i) in self.mcg:
+                o = self.mcg[str(i)](x, o)  # P′ replaces the hourglass output for the rest of the stack
+            features = head(o)  # (B, C, S/stride, S/stride)
+            maps = to_maps(features)  # (B, K, S/stride, S/stride)
             outputs.append(maps)
             if i < len(self.merge_features):
                 x = x + self.merge_features[i](features) + self.merge_maps[i](maps)

@@ -1,0 +1,96 @@
+"""MHHNModule: the ablation switches, its losses on every stack, SDT decoding in crop pixels, the fallback count.
+
+Every manifest experiment (each ablation row) is also built from its real config and run as a synthetic
+fast_dev_run in test_runner.py::test_real_configs_compose_and_synthetic_ones_run.
+"""
+
+import pytest
+import torch
+
+from landmarks.heatmaps import crop_to_heatmap, decode_argmax, encode_gaussian, heatmap_to_crop
+from landmarks.losses import js_divergence, kl_divergence, subpixel_detection_loss, weighted_heatmap_mse
+from lightning_modules.mhhn import MHHNModule
+
+SMALL = dict(layout="300w_68", input_size=64, num_stacks=2, depth=2, channels=16, sigma=1.0, window=5)
+
+
+def model(**kw) -> MHHNModule:
+    torch.manual_seed(0)
+    return MHHNModule(**(SMALL | kw))
+
+
+def batch_points(n: int = 2) -> dict:
+    g = torch.Generator().manual_seed(1)
+    return {"landmarks": torch.rand(n, 68, 2, generator=g) * 48 + 8}
+
+
+@pytest.mark.parametrize("loss", ["mse", "kld", "jsd", "sdl"])
+def test_training_loss_sums_the_chosen_loss_over_every_stack(loss):
+    m = model(loss=loss, fdl_weight=0.25)
+    batch = batch_points()
+    outputs = [torch.rand(2, 68, 16, 16) for _ in range(2)]
+    terms = m.training_loss(outputs, batch)
+    points = crop_to_heatmap(batch["landmarks"], 4.0)
+    target = encode_gaussian(points, (16, 16), 1.0)
+    expected = {
+        "mse": lambda o: weighted_heatmap_mse(o, target),
+        "kld": lambda o: kl_divergence(o, target).sum(-1).mean(),
+        "jsd": lambda o: js_divergence(o, target).sum(-1).mean(),
+        "sdl": lambda o: subpixel_detection_loss(o, target, points, 1.0, 0.25, 5)["loss"],
+    }[loss]
+    assert terms["loss"].item() == pytest.approx(sum(expected(o).item() for o in outputs), rel=1e-5)
+    if loss == "sdl":
+        assert terms["loss"].item() == pytest.approx(terms["js"].item() + 0.25 * terms["fdl"].item(), rel=1e-5)
+
+
+def test_sdt_decoder_returns_sub_pixel_landmarks_in_crop_pixels():
+    m = model(decoder="sdt").eval()
+    points = batch_points()["landmarks"]
+    maps = encode_gaussian(crop_to_heatmap(points, 4.0), (16, 16), 1.0)  # the targets themselves
+    decoded = m.decode([maps])
+    assert (decoded - points).abs().max() < 1e-3
+    argmax = heatmap_to_crop(decode_argmax(maps), 4.0)
+    assert (argmax - points).abs().max() > 0.5  # the stride-4 grid: argmax + 1/4 is off by up to 1 crop px
+    assert m.sdt_fallback.update_count == 1 and m.sdt_fallback.compute() == 0
+
+
+def test_sdt_fallback_share_is_counted_in_evaluation_only():
+    m = model(decoder="sdt")
+    flat = [torch.full((2, 68, 16, 16), 0.2)]
+    m.train()
+    m.decode(flat)
+    assert m.sdt_fallback.update_count == 0
+    m.eval()
+    m.decode(flat)
+    assert m.sdt_fallback.compute() == 1.0
+
+
+def test_unconstrained_decoder_and_32x32_variant():
+    m = model(decoder="sdt_unconstrained", heatmap_stride=8, sigma=0.7)
+    outputs = m(torch.randn(1, 3, 64, 64))
+    assert outputs[-1].shape == (1, 68, 8, 8)
+    points = batch_points(1)["landmarks"]
+    maps = encode_gaussian(crop_to_heatmap(points, 8.0), (8, 8), 0.7)
+    assert (m.eval().decode([maps]) - points).abs().max() < 1e-2
+
+
+def test_mcg_switch_adds_one_gamma_per_block():
+    counts = {mcg: sum(p.numel() for p in model(mcg=mcg).parameters()) for mcg in ("none", "last", "all")}
+    assert counts["last"] - counts["none"] == 1 and counts["all"] - counts["none"] == 2
+
+
+def test_full_mhhn_trains_a_step_and_gradients_reach_every_stack():
+    m = model()
+    m.train()
+    images = torch.randn(2, 3, 64, 64)
+    terms = m.training_loss(m(images), batch_points())
+    terms["loss"].backward()
+    assert torch.isfinite(terms["loss"])
+    grads = [p.grad for p in m.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("bad", [{"loss": "l1"}, {"decoder": "median"}, {"window": 4}, {"mcg": "first"}])
+def test_bad_switches_are_refused(bad):
+    with pytest.raises(ValueError):
+        model(**bad)
