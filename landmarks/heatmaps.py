@@ -58,14 +58,15 @@ def argmax_2d(heatmaps: torch.Tensor) -> torch.Tensor:
     return torch.stack([flat % w, torch.div(flat, w, rounding_mode="floor")], -1)
 
 
-def decode_argmax(heatmaps: torch.Tensor, shift: float = 0.25) -> torch.Tensor:
+def decode_argmax(heatmaps: torch.Tensor, shift: float = 0.25, peak: torch.Tensor | None = None) -> torch.Tensor:
     """(B, K, h, w) → (B, K, 2) float heatmap coordinates: the argmax moved ``shift`` pixel toward the
     higher neighbour along each axis (the standard "argmax + 1/4" decoding of IMPLEMENTATION_NOTES §0.6).
 
     Along an axis where the maximum sits on the border, or where both neighbours are equal, no shift is made.
+    ``peak``: the (B, K, 2) argmax if the caller has it already.
     """
     h, w = heatmaps.shape[-2:]
-    peak = argmax_2d(heatmaps)
+    peak = argmax_2d(heatmaps) if peak is None else peak
     px, py = peak[..., 0], peak[..., 1]
     flat = heatmaps.flatten(-2)
 
@@ -115,18 +116,22 @@ def fit_gaussian_surface(
     differentiable in the map values.
 
     Returns:
-        coefficients (B, K, 5) in the local frame, and the window centres (B, K, 2) as integer (x, y).
+        coefficients (B, K, 5) in the local frame (float64; float32 on MPS), and the window centres (B, K, 2)
+        as integer (x, y).
     """
     if window < 3 or window % 2 == 0:
         raise ValueError(f"window must be odd and >= 3, got {window}")
     h, w = heatmaps.shape[-2:]
     centre = argmax_2d(heatmaps.detach())  # (B, K, 2)
+    # Only the windows go to float64 (MPS has none: float32): eq. 20's second case divides two small numbers
+    # when the peak sits near a pixel centre, which costs float32 up to 1e-3 px.
+    dtype = torch.float32 if heatmaps.device.type == "mps" else torch.float64
     r = torch.arange(-(window // 2), window // 2 + 1, device=heatmaps.device)
     dy, dx = (g.flatten() for g in torch.meshgrid(r, r, indexing="ij"))  # (L,)
     xs, ys = centre[..., :1] + dx, centre[..., 1:] + dy  # (B, K, L)
     inside = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
     index = ys.clamp(0, h - 1) * w + xs.clamp(0, w - 1)
-    f = heatmaps.flatten(-2).gather(-1, index).clamp_min(eps)  # (B, K, L)
+    f = heatmaps.flatten(-2).gather(-1, index).to(dtype).clamp_min(eps)  # (B, K, L)
     weight = f * inside
     fx, fy = dx.to(f.dtype), dy.to(f.dtype)
     basis = torch.stack([torch.ones_like(fx), fx, fy, fx.square(), fy.square()], -1)  # (L, 5)
@@ -190,14 +195,11 @@ def decode_sdt(
     Returns the points, and with ``return_fallback=True`` also the (B, K) bool mask of fallback landmarks.
     """
     out_dtype = heatmaps.dtype if heatmaps.dtype in (torch.float32, torch.float64) else torch.float32
-    # The fit runs in float64 (MPS has none: float32): eq. 20's second case divides two small numbers when the
-    # peak sits near a pixel centre, which costs float32 up to 1e-3 px. It is 81 x 5 per landmark: cheap.
-    work = heatmaps.to(torch.float32 if heatmaps.device.type == "mps" else torch.float64)
-    with torch.autocast(work.device.type, enabled=False):  # no bf16 matmuls under autocast
-        coefficients, centre = fit_gaussian_surface(work, window)
+    with torch.autocast(heatmaps.device.type, enabled=False):  # no bf16 matmuls under autocast
+        coefficients, centre = fit_gaussian_surface(heatmaps, window)
     points = sdt_from_coefficients(coefficients, centre, sigma, constrained)
     offset = (points - centre.to(points.dtype)).abs().amax(-1)
     ok = torch.isfinite(points).all(-1) & (offset <= max_offset)
-    fallback = decode_argmax(heatmaps.detach()).to(points.dtype)
+    fallback = decode_argmax(heatmaps.detach(), peak=centre).to(points.dtype)
     points = torch.where(ok.unsqueeze(-1), _safe(points, ok.unsqueeze(-1), 0.0), fallback).to(out_dtype)
     return (points, ~ok) if return_fallback else points
