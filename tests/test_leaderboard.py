@@ -5,11 +5,9 @@ import multiprocessing as mp
 
 import numpy as np
 import pytest
-import torch
+from record_fixtures import NORMALIZERS, SUBSETS, fixture_predictions, fixture_record
 
-from landmarks.layouts import W300_68
 from landmarks.metrics import FULL as metrics_FULL
-from landmarks.metrics import NMEMetric, inter_ocular
 from leaderboard.plots import plot_ced
 from leaderboard.scoring import rescore, rescore_nme
 from leaderboard.store import (
@@ -25,33 +23,6 @@ from leaderboard.store import (
     write_record,
 )
 from leaderboard.tables import metrics_table, render_markdown
-
-NORMALIZERS = ["inter_ocular", "bbox"]
-SUBSETS = ["pose", "blur"]
-
-
-def fixture_predictions(seed: int = 0, n: int = 40, noise: float = 2.0) -> dict:
-    rng = np.random.default_rng(seed)
-    target = rng.uniform(50, 250, (n, 68, 2))
-    pred = target + rng.normal(0, noise, target.shape)
-    io = inter_ocular(torch.from_numpy(target), W300_68).numpy()
-    norm = np.stack([io, rng.uniform(100, 200, n)], 1)
-    return {"index": np.arange(n), "image_id": np.array([f"img{i}" for i in range(n)]), "pred": pred,
-            "target": target, "visible": rng.random((n, 68)) > 0.1, "norm": norm,
-            "subset_mask": rng.random((n, 2)) > 0.6, "normalizers": np.array(NORMALIZERS),
-            "subsets": np.array(SUBSETS)}
-
-
-def fixture_record(predictions: dict, method: str = "HGs") -> dict:
-    metric = NMEMetric(NORMALIZERS, SUBSETS)
-    metric.update(torch.from_numpy(predictions["pred"]), torch.from_numpy(predictions["target"]),
-                  {n: torch.from_numpy(predictions["norm"][:, i]) for i, n in enumerate(NORMALIZERS)},
-                  torch.from_numpy(predictions["index"]), torch.from_numpy(predictions["subset_mask"]),
-                  torch.from_numpy(predictions["visible"]))
-    return {"method": method, "test_set": "synthetic-300w_68-test", "train_set": "synthetic-300w_68-train",
-            "n_images": len(predictions["index"]), "metrics": metric.compute(),
-            "protocol": {"primary_normalizer": "inter_ocular", "layout": "300w_68", "input_size": 128,
-                         "crop": {"box_source": "jittered", "scale": 1.25}, "flip_test": False}}
 
 
 def test_write_and_load_round_trip(tmp_path):

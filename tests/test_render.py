@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_leaderboard import fixture_predictions, fixture_record
+from record_fixtures import fixture_predictions, fixture_record
 
 from leaderboard.__main__ import main as leaderboard_main
 from leaderboard.render import (

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from test_leaderboard import fixture_predictions, fixture_record
+from record_fixtures import fixture_predictions, fixture_record
 
 from leaderboard.__main__ import main as leaderboard_main
 from leaderboard.gate import Tolerance, compare

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from test_leaderboard import NORMALIZERS, SUBSETS, fixture_predictions, fixture_record
+from record_fixtures import NORMALIZERS, SUBSETS, fixture_predictions, fixture_record
 
 from leaderboard import submit as submit_module
 from leaderboard.__main__ import main as leaderboard_main

@@ -1,0 +1,208 @@
+"""One test set's leaderboard as a :class:`Section`: the header facts stating how every number was computed,
+the formatted tables, the CED plots (written as PNG files), notes and record sources. The page writers
+(``leaderboard.pages``) only lay sections out, so every output format says the same things.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from landmarks.metrics import AUC_STEP, DEFAULT_THRESHOLDS, FULL
+from leaderboard.board import (
+    CONFIDENCE,
+    MISSING,
+    Table,
+    format_full,
+    format_subsets,
+    leaderboard_frame,
+    subset_frame,
+)
+from leaderboard.entries import (
+    Entry,
+    has_subset,
+    keep_newest,
+    load_usable,
+    per_image_nme,
+    primary_normalizer,
+    subsets_of,
+)
+from leaderboard.plots import plot_ced
+
+PROTOCOL_KEYS = ("layout", "crop", "input_size", "annotation", "flip_test")
+
+
+@dataclass
+class Section:
+    """Everything shown for one test set, independent of the output format."""
+
+    test_set: str
+    anchor: str
+    warning: str | None = None
+    facts: list[tuple[str, str]] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    plots: list[tuple[str, Path]] = field(default_factory=list)  # (caption, path relative to the output folder)
+    notes: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+
+
+def slug(text: str) -> str:
+    """A GitHub-style heading anchor (lowercase; letters, digits, ``-`` and ``_``)."""
+    return re.sub(r"[^a-z0-9_-]", "", text.strip().lower().replace(" ", "-")) or "section"
+
+
+def _file_slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "x"
+
+
+def _counts(frame: pd.DataFrame, subsets: Sequence[str]) -> str:
+    parts = []
+    for subset in subsets:
+        n = frame[(subset, "n")]
+        low, high = int(n.min()), int(n.max())
+        parts.append(f"{subset} {low}" if low == high else f"{subset} {low}–{high} (differs between methods)")
+    return ", ".join(parts)
+
+
+def _auc_rule(entries: Sequence[Entry]) -> str:
+    recorded = sorted({str(e.record["protocol"].get("auc_rule")) for e in entries
+                       if e.record["protocol"].get("auc_rule")})
+    text = (f"AUC@t = area under the CED curve over [0, t] divided by t (a fraction), trapezoid rule on a "
+            f"{AUC_STEP:g} grid")
+    return text + (f" (recorded rule: {'; '.join(recorded)})" if recorded else "")
+
+
+def _protocol(entries: Sequence[Entry]) -> tuple[str, list[str]]:
+    """The first entry's protocol in words, and a note for each protocol field on which entries differ."""
+    p = entries[0].record["protocol"]
+    crop = p.get("crop") or {}
+    text = (f"layout {p.get('layout')}, crop box {crop.get('box_source')} x {crop.get('scale')}, input "
+            f"{p.get('input_size')} px, flip test {p.get('flip_test')}")
+    if p.get("annotation"):
+        text += f", annotation {p.get('annotation')}"
+    notes = []
+    for key in PROTOCOL_KEYS:
+        values = {e.label: e.record["protocol"].get(key) for e in entries}
+        if len({repr(v) for v in values.values()}) > 1:
+            detail = "; ".join(f"{label}: {value}" for label, value in values.items())
+            notes.append(f"The protocols differ in {key} ({detail}): compare with care.")
+    return text, notes
+
+
+def _cost_fact(entries: Sequence[Entry]) -> str:
+    devices: dict[str, list[str]] = {}
+    for e in entries:
+        if e.record.get("cost"):
+            cost = e.record["cost"]
+            devices.setdefault(f"{cost.get('device', 'unknown device')} at {cost.get('input_size')} px",
+                               []).append(e.label)
+    where = "; ".join(f"{d} ({', '.join(labels)})" for d, labels in devices.items())
+    return (f"Params in millions; MACs in G multiply-accumulates per image, MACs = FLOPs / 2 (matrix multiplies "
+            f"and convolutions); throughput in images/s at batch 1 and 32, measured on {where}. {MISSING}: not "
+            f"measured.")
+
+
+def _expected_notes(entry: Entry, frame: pd.DataFrame, subsets: Sequence[str]) -> list[str]:
+    expected = entry.record.get("expected") or {}
+    wanted = {FULL: expected.get("n_images")} | dict(expected.get("subsets") or {})
+    notes = []
+    for subset, n in wanted.items():
+        if isinstance(n, int) and subset in subsets and int(frame.loc[entry.label, (subset, "n")]) != n:
+            got = int(frame.loc[entry.label, (subset, "n")])
+            partial = " (a partial evaluation)" if expected.get("partial") else ""
+            notes.append(f"{entry.label}: {got} images scored on {subset}, the test set has {n}{partial}.")
+    return notes
+
+
+def _source(entry: Entry) -> str:
+    r = entry.record
+    text = f"{entry.label}: record {r['record_id']} (created {r['created']}, trained on {r.get('train_set')}"
+    if r.get("paper"):
+        text += f", paper {r['paper']}"
+    exp = r.get("experiment") or {}
+    if exp:
+        text += f"; experiment {exp.get('paper')} / {exp.get('name')} / {exp.get('test')}, {exp.get('data')} data"
+    return text + ")"
+
+
+def _synthetic_warning(entries: Sequence[Entry]) -> str | None:
+    labels = [e.label for e in entries if (e.record.get("experiment") or {}).get("data") == "synthetic"]
+    if not labels:
+        return None
+    return (f"SYNTHETIC DATA: {', '.join(labels)} evaluated on synthetic faces, not the real benchmark. These "
+            f"numbers check the pipeline; they are not comparable with published results.")
+
+
+def _facts(test_set: str, entries: Sequence[Entry], full: pd.DataFrame, by_subset: pd.DataFrame,
+           subsets: Sequence[str], normalizer: str, thresholds: Sequence[float], n_boot: int,
+           seed: int) -> list[tuple[str, str]]:
+    protocol, _ = _protocol(entries)
+    level = f"{CONFIDENCE:.0%}"
+    facts = [
+        ("Test set", f"{test_set}; images: {_counts(by_subset, subsets)}"),
+        ("Normaliser", f"{normalizer}; NME = mean over images of (mean point-to-point error / normaliser), in %"),
+        ("Thresholds", f"{', '.join(f'{t:g}' for t in thresholds)}; FR@t = % of images with NME > t; "
+                       f"{_auc_rule(entries)}"),
+        ("Protocol", protocol),
+        ("Uncertainty", f"NME [{level} CI]: percentile bootstrap of the mean over images ({n_boot} resamples of "
+                        f"the images with replacement, seed {seed})"),
+        ("Paired test", f"against {full.attrs.get('baseline')} on the same images (matched by dataset index): "
+                        f"mean per-image NME difference, method minus baseline, in percentage points (negative = "
+                        f"better than the baseline) with a {level} paired-bootstrap CI ({n_boot} resamples, seed "
+                        f"{seed}), and the two-sided Wilcoxon signed-rank p-value"),
+        ("Source", "every number re-scored from the stored per-image predictions"),
+    ]
+    if any(e.record.get("cost") for e in entries):
+        facts.insert(4, ("Cost", _cost_fact(entries)))
+    return facts
+
+
+def _plots(test_set: str, entries: Sequence[Entry], order: Sequence[str], normalizer: str, subsets: Sequence[str],
+           thresholds: Sequence[float], out_dir: Path) -> list[tuple[str, Path]]:
+    by_label = {e.label: e for e in entries}
+    plots = []
+    for subset in subsets:
+        curves = {label: per_image_nme(by_label[label], normalizer, subset) / 100 for label in order
+                  if has_subset(by_label[label], subset)}
+        relative = Path("plots") / f"ced__{_file_slug(test_set)}__{_file_slug(subset)}__{_file_slug(normalizer)}.png"
+        caption = f"CED, {test_set}, {subset} ({normalizer})"
+        plot_ced(curves, out_dir / relative, max(thresholds), title=caption)
+        plots.append((caption, relative))
+    return plots
+
+
+
+def build_section(test_set: str, entries: Sequence[Entry], out_dir: Path, normalizer: str | None = None,
+                  thresholds: Sequence[float] | None = None, baseline: str | None = None, n_boot: int = 2000,
+                  seed: int = 0) -> Section | None:
+    """The leaderboard of one test set (its CED plots written under ``out_dir/plots``); None when no entry
+    can be scored."""
+    section = Section(test_set, slug(test_set))
+    entries, section.notes = keep_newest(entries)
+    norm = normalizer or primary_normalizer(entries)
+    entries, left_out = load_usable(entries, norm)
+    section.notes += left_out
+    if not entries:
+        return None
+    thresholds = tuple(thresholds or entries[0].record["protocol"].get("thresholds") or DEFAULT_THRESHOLDS)
+    full = leaderboard_frame(entries, norm, FULL, thresholds, baseline, n_boot, seed)
+    if baseline is not None and not any(baseline in (e.label, e.record["method"]) for e in entries):
+        section.notes.append(f"No method {baseline} on this test set: the baseline is the best, "
+                             f"{full.attrs['baseline']}.")
+    order = [e for label in full.index for e in entries if e.label == label]
+    subsets = subsets_of(order)
+    by_subset = subset_frame(order, norm, subsets, n_boot, seed)
+    section.warning = _synthetic_warning(order)
+    section.facts = _facts(test_set, order, full, by_subset, subsets, norm, thresholds, n_boot, seed)
+    with_cost = any(e.record.get("cost") for e in order)
+    section.tables.append(Table("Full test set", format_full(full, thresholds, with_cost)))
+    if len(subsets) > 1:
+        section.tables.append(Table("NME by subset (%) [95% CI]", format_subsets(by_subset, subsets)))
+    section.plots = _plots(test_set, order, list(full.index), norm, subsets, thresholds, out_dir)
+    section.notes += _protocol(order)[1] + [n for e in order for n in _expected_notes(e, by_subset, subsets)]
+    section.sources = [_source(e) for e in order]
+    return section
