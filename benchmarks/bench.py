@@ -35,12 +35,13 @@ from datamodules.augment import AugmentConfig  # noqa: E402
 from datamodules.base import collate_faces, seed_worker  # noqa: E402
 from datamodules.synthetic import SyntheticFaceDataModule, SyntheticFaceSource  # noqa: E402
 from datamodules.w300 import W300DataModule  # noqa: E402
-from landmarks.heatmaps import crop_to_heatmap, encode_gaussian  # noqa: E402
+from landmarks.heatmaps import HeatmapCodec, crop_to_heatmap, encode_gaussian  # noqa: E402
 from landmarks.layouts import WFLW_98  # noqa: E402
 from landmarks.metrics import NMEMetric, auc, inter_ocular, per_image_nme  # noqa: E402
 from lightning_modules.hourglass import StackedHourglassModule  # noqa: E402
 
-DEMO_MODEL = dict(num_stacks=2, depth=3, channels=64, sigma=1.5, foreground_weight=10.0)  # as the demo config
+DEMO_MODEL = dict(num_stacks=2, depth=3, channels=64, codec=HeatmapCodec(stride=4, sigma=1.5),  # as the demo config
+                  foreground_weight=10.0)
 
 
 def timed(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:

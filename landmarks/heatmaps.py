@@ -10,11 +10,17 @@ pixel i covering crop pixels [s*i - 0.5, s*(i+1) - 0.5], so
 4x4 block) is heatmap pixel 0. The public codes of AWing and HRNet use x/s with 1-based shifts instead; that
 differs by a constant fraction of a pixel, which this convention removes.
 
-Decoders: argmax with the quarter-pixel shift, soft-argmax, and MHHN's subpixel detection technology
-(:func:`decode_sdt`, a batched Gaussian surface fit around each argmax).
+Decoders: integer argmax, argmax with the quarter-pixel shift, soft-argmax, and MHHN's subpixel detection
+technology (:func:`decode_sdt`, a batched Gaussian surface fit around each argmax).
+
+:class:`HeatmapCodec` bundles one model's choices (stride, Gaussian targets, decoder) in one object that the
+module owns and its config sets, so modules never dispatch on decoder names themselves.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 
@@ -203,3 +209,76 @@ def decode_sdt(
     fallback = decode_argmax(heatmaps.detach(), peak=centre).to(points.dtype)
     points = torch.where(ok.unsqueeze(-1), _safe(points, ok.unsqueeze(-1), 0.0), fallback).to(out_dtype)
     return (points, ~ok) if return_fallback else points
+
+
+# --- the codec: one model's heatmap choices in one object ------------------------------------------------------
+
+Decoder = Literal["argmax_integer", "argmax_quarter", "soft_argmax", "sdt", "sdt_unconstrained"]
+DECODERS: tuple[str, ...] = get_args(Decoder)
+
+
+@dataclass(frozen=True)
+class HeatmapCodec:
+    """How a model's landmark heatmaps relate to crop pixels: targets in, landmarks out.
+
+    Attributes:
+        stride: crop pixels per heatmap pixel (4: 64x64 maps from 256 px crops; 8 for MHHN's 32x32 variant).
+        sigma: std of the target Gaussians in heatmap pixels; also MHHN's sigma* in the SDT constraint (eq. 20).
+        truncate: targets are 0 beyond ``truncate * sigma`` along either axis (HRNet / TAB: 3); None: untruncated.
+        decoder: "argmax_integer" (the arg-max pixel, as MHHN's "traverse the heatmap"), "argmax_quarter"
+            (arg-max moved 1/4 pixel toward the higher neighbour, IMPLEMENTATION_NOTES §0.6), "soft_argmax"
+            (expectation of the clamped, normalised map), "sdt" (MHHN's Gaussian surface fit read with eq. 20) or
+            "sdt_unconstrained" (eq. 18).
+        window: side of the SDT fitting window (odd; 9 in MHHN).
+        max_offset: SDT falls back to argmax + 1/4 where its estimate lies farther than this from the arg-max
+            pixel (heatmap pixels).
+    """
+
+    stride: int = 4
+    sigma: float = 1.5
+    truncate: float | None = None
+    decoder: Decoder = "argmax_quarter"
+    window: int = 9
+    max_offset: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.decoder not in DECODERS:
+            hint = " ('argmax' is now 'argmax_quarter', with the 1/4 shift, or 'argmax_integer')" \
+                if self.decoder == "argmax" else ""
+            raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}{hint}")
+        if self.window < 3 or self.window % 2 == 0:
+            raise ValueError(f"the SDT window must be odd and >= 3, got {self.window}")
+        if not self.stride > 0 or not self.sigma > 0:
+            raise ValueError(f"stride and sigma must be positive, got {self.stride} and {self.sigma}")
+
+    @property
+    def is_sdt(self) -> bool:
+        return self.decoder.startswith("sdt")
+
+    def to_heatmap(self, points: torch.Tensor) -> torch.Tensor:
+        """Crop pixels → heatmap pixels."""
+        return crop_to_heatmap(points, self.stride)
+
+    def to_crop(self, points: torch.Tensor) -> torch.Tensor:
+        """Heatmap pixels → crop pixels."""
+        return heatmap_to_crop(points, self.stride)
+
+    def encode(self, points: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """(B, K, 2) crop-pixel landmarks → (B, K, h, w) Gaussian targets (peak 1), on the points' device."""
+        return encode_gaussian(self.to_heatmap(points), tuple(size), self.sigma, self.truncate)
+
+    def decode_heatmap(self, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, K, h, w) → (B, K, 2) heatmap-pixel landmarks and the (B, K) bool mask of SDT fallbacks (all False
+        for the other decoders)."""
+        if self.is_sdt:
+            return decode_sdt(maps, self.window, self.sigma, constrained=self.decoder == "sdt",
+                              max_offset=self.max_offset, return_fallback=True)
+        if self.decoder == "soft_argmax":
+            points = decode_soft_argmax(maps)
+        else:
+            points = decode_argmax(maps, shift=0.25 if self.decoder == "argmax_quarter" else 0.0)
+        return points, torch.zeros(points.shape[:-1], dtype=torch.bool, device=points.device)
+
+    def decode(self, maps: torch.Tensor) -> torch.Tensor:
+        """(B, K, h, w) maps → (B, K, 2) landmarks in crop pixels."""
+        return self.to_crop(self.decode_heatmap(maps)[0])

@@ -1,29 +1,51 @@
-"""LandmarkModule: what every face-alignment model shares.
+"""LandmarkModule: what every face-alignment model shares, heatmap-based or not.
 
 A paper's module implements three things: ``forward(images)`` (network outputs), ``training_loss(outputs,
 batch)`` and ``decode(outputs)`` (landmarks in crop pixels). This base owns the rest: validation and test
 metrics under every normaliser and subset (exact under DDP), per-subset logging, optional flip testing,
 ``predict_step`` in original-image coordinates, the per-image test predictions behind evaluation records,
 and optimiser / scheduler set-up (dependency-injected, so configs choose them by class path).
+
+Training beyond one optimiser (``lightning_modules.training``):
+
+- **Several optimisers** (a generator and a discriminator): override :meth:`optimizer_parts` to return one
+  ``OptimizerPart`` per optimiser, set ``self.automatic_optimization = False`` and override
+  :meth:`training_terms` to compute each part's loss. The base steps the parts in turn (each ``steps``
+  consecutive batches per cycle), only the current part's parameters receive gradients, and schedulers step
+  per epoch (after validation, so ``ReduceLROnPlateau`` sees it) or after each of their part's steps.
+- **Initial weights and frozen parts**: ``init_from`` (a checkpoint; ``init_modules`` limits it to named
+  sub-modules) is loaded when a fit starts (a resumed fit then restores its own state over it); ``freeze``
+  names sub-modules that get no gradients, are left out of every optimiser and keep BatchNorm in eval mode.
+- **The mean shape**: a module with ``uses_mean_shape = True`` gets a ``mean_shape`` buffer (K, 2), the
+  training faces' mean in crop pixels (``datamodule.mean_shape()``), filled at set-up and saved in
+  checkpoints (the mean-shape baseline; GlomFace's and DAN's initial shapes).
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterable
+from dataclasses import asdict, is_dataclass
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
+from torch import nn
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from landmarks.geometry import apply_affine, invert_affine, matrix_scale
 from landmarks.layouts import LandmarkLayout, get_layout
 from landmarks.metrics import DEFAULT_THRESHOLDS, FULL, NMEMetric, PredictionStore
+from lightning_modules.training import (
+    Interval,
+    LRSchedulerCallable,
+    OptimizerCallable,
+    OptimizerPart,
+    check_parts,
+    cycle_of,
+    load_initial_weights,
+    resolve_submodules,
+)
 
-OptimizerCallable = Callable[[Iterable], Optimizer]
-LRSchedulerCallable = Callable[[Optimizer], LRScheduler | ReduceLROnPlateau]
 MONITOR = "val/nme"  # headline validation NME (primary normaliser, all validation faces): select on this
 
 
@@ -37,9 +59,16 @@ class LandmarkModule(pl.LightningModule, abc.ABC):
         channels_last: keep weights and input images in NHWC memory order (faster convolutions on recent
             CPUs and on tensor cores, especially under bf16 / fp16 autocast).
         optimizer: callable building the optimiser from the parameters (default Adam, lr 1e-3).
-        lr_scheduler: callable building a scheduler from the optimiser (stepped per epoch), or None.
+        lr_scheduler: callable building a scheduler from the optimiser, or None.
+        lr_scheduler_interval: step the scheduler once per "epoch" or after every optimiser "step".
         thresholds: NME thresholds of FR and AUC.
+        init_from: checkpoint whose weights initialise the model when a fit starts (None: fresh weights).
+        init_modules: load only these sub-modules from ``init_from`` (None: the whole model).
+        freeze: sub-modules (e.g. ``["net.stem"]``) left untrained: no gradients, out of the optimisers,
+            BatchNorm statistics frozen.
     """
+
+    uses_mean_shape: bool = False  # True: a ``mean_shape`` buffer filled from the datamodule at set-up
 
     def __init__(
         self,
@@ -49,17 +78,31 @@ class LandmarkModule(pl.LightningModule, abc.ABC):
         channels_last: bool = False,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
+        lr_scheduler_interval: Interval = "epoch",
         thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS,
+        init_from: str | None = None,
+        init_modules: list[str] | None = None,
+        freeze: list[str] | None = None,
     ) -> None:
         super().__init__()
         # The callables are rebuilt from the config when training resumes; keeping them out of the checkpoint
         # keeps it loadable with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self._plain_hyperparameters()
         self.layout: LandmarkLayout = get_layout(layout)
         self.input_size = input_size
         self.flip_test = flip_test
         self.channels_last = channels_last
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
+        if lr_scheduler_interval not in ("epoch", "step"):
+            raise ValueError(f"lr_scheduler_interval must be 'epoch' or 'step', got {lr_scheduler_interval!r}")
+        self.scheduler_interval = lr_scheduler_interval
+        self.init_from, self.init_modules = init_from, list(init_modules) if init_modules else None
+        self.frozen_names = list(freeze or [])
+        self._initialised_from: str | None = None
+        self._manual: list[tuple[OptimizerPart, Any]] = []  # (part, scheduler) under manual optimisation
+        if self.uses_mean_shape:
+            self.register_buffer("mean_shape", torch.full((self.layout.num_points, 2), float("nan")))
         self.thresholds = tuple(thresholds)
         self.example_input_array = torch.zeros(1, 3, input_size, input_size)
         self.subsets: tuple[str, ...] = ()
@@ -75,7 +118,32 @@ class LandmarkModule(pl.LightningModule, abc.ABC):
     def decode(self, outputs: Any) -> torch.Tensor:
         """Network outputs → (B, K, 2) landmarks in crop pixels."""
 
+    def training_terms(self, batch: dict, part: str) -> torch.Tensor | dict[str, torch.Tensor]:
+        """The loss (or named terms with the total under "loss") of ``part`` on a training batch. One part:
+        ``training_loss(forward(images), batch)``; modules with several parts override this."""
+        return self.training_loss(self(self.prepare_images(batch["image"])), batch)
+
+    def optimizer_parts(self) -> list[OptimizerPart]:
+        """The optimised parameter groups: by default one part, every trainable (not frozen) parameter, with
+        the configured optimiser and scheduler."""
+        return [OptimizerPart("model", self.trainable_parameters(), self.optimizer_factory, self.scheduler_factory,
+                              self.scheduler_interval)]
+
+    def trainable_parameters(self, module: nn.Module | None = None) -> list[nn.Parameter]:
+        """Parameters of ``module`` (default: the whole model) that are not frozen."""
+        return [p for p in (module or self).parameters() if p.requires_grad]
+
     # --- set-up --------------------------------------------------------------------------------------------
+    def _plain_hyperparameters(self) -> None:
+        """Hyper-parameters as plain data (checkpoints load with weights_only=True): dataclasses become dicts,
+        private constructor arguments (a paper's network parts, passed by its module) are dropped."""
+        for hparams in (self._hparams, self._hparams_initial):
+            for key in [k for k in hparams if k.startswith("_")]:
+                del hparams[key]
+            for key, value in hparams.items():
+                if is_dataclass(value) and not isinstance(value, type):
+                    hparams[key] = asdict(value)
+
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None:
@@ -83,6 +151,12 @@ class LandmarkModule(pl.LightningModule, abc.ABC):
             self.primary_normalizer = datamodule.primary_normalizer
             if datamodule.layout != self.layout:
                 raise ValueError(f"the model predicts {self.layout.name}, the data is {datamodule.layout.name}")
+            if self.uses_mean_shape and torch.isnan(self.mean_shape).any():
+                self.mean_shape.copy_(datamodule.mean_shape().to(self.mean_shape))
+        if stage == "fit" and self.init_from and self._initialised_from != self.init_from:
+            load_initial_weights(self, self.init_from, self.init_modules)  # a resumed fit restores over this
+            self._initialised_from = self.init_from
+        self.frozen_modules()  # checks the names and turns their gradients off
         self.normalizers: tuple[str, ...] = ()
         self.val_metric: NMEMetric | None = None
         self.test_metric: NMEMetric | None = None
@@ -99,15 +173,47 @@ class LandmarkModule(pl.LightningModule, abc.ABC):
     def _metric(self, normalizers: tuple[str, ...]) -> NMEMetric:
         return NMEMetric(normalizers, self.subsets, self.thresholds).to(self.device)
 
+    def frozen_modules(self) -> dict[str, nn.Module]:
+        """The ``freeze`` sub-modules, with their parameters' gradients turned off."""
+        frozen = resolve_submodules(self, self.frozen_names, "freeze")
+        for module in frozen.values():
+            module.requires_grad_(False)
+        return frozen
+
+    def train(self, mode: bool = True) -> LandmarkModule:
+        """Train mode everywhere but in frozen sub-modules, whose BatchNorm statistics must not move."""
+        super().train(mode)
+        if mode and getattr(self, "frozen_names", None):
+            for module in self.frozen_modules().values():
+                module.eval()
+        return self
+
+    def on_train_epoch_start(self) -> None:
+        """Lightning does not call ``train()`` when a fit starts (its loops save and restore each sub-module's
+        mode), so the frozen sub-modules are put in eval mode here."""
+        if self.frozen_names:
+            self.train()
+
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer)
-        config = {"scheduler": scheduler, "interval": "epoch"}
-        if isinstance(scheduler, ReduceLROnPlateau):
-            config["monitor"] = MONITOR
-        return {"optimizer": optimizer, "lr_scheduler": config}
+        parts = self.optimizer_parts()
+        check_parts(parts)
+        if len(parts) > 1 and self.automatic_optimization:
+            raise RuntimeError(f"{type(self).__name__} has {len(parts)} optimizer parts: set "
+                               "self.automatic_optimization = False in its __init__")
+        configs, self._manual = [], []
+        for part in parts:
+            optimizer = part.optimizer(part.parameters)
+            scheduler = part.scheduler(optimizer) if part.scheduler is not None else None
+            self._manual.append((part, scheduler))
+            config: dict[str, Any] = {"optimizer": optimizer}
+            if scheduler is not None:
+                config["lr_scheduler"] = {"scheduler": scheduler, "interval": part.interval}
+                if isinstance(scheduler, ReduceLROnPlateau):
+                    config["lr_scheduler"]["monitor"] = MONITOR
+            configs.append(config)
+        if len(configs) == 1:
+            return configs[0] if "lr_scheduler" in configs[0] else configs[0]["optimizer"]
+        return configs
 
     # --- prediction ---------------------------------------------------------------------------------------
     def predict_landmarks(self, images: torch.Tensor) -> torch.Tensor:
@@ -126,11 +232,48 @@ class LandmarkModule(pl.LightningModule, abc.ABC):
 
     # --- steps --------------------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self.training_loss(self(self.prepare_images(batch["image"])), batch)
+        if not self.automatic_optimization:
+            return self._manual_step(batch, batch_idx)
+        loss = self.training_terms(batch, "model")
         terms = loss if isinstance(loss, dict) else {"loss": loss}
         self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, prog_bar=True,
                       batch_size=len(batch["image"]))
         return terms["loss"]
+
+    def _manual_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        """One batch for the part whose turn it is: its loss, backward, optimiser step, step-wise scheduler."""
+        index = cycle_of([part for part, _ in self._manual])[batch_idx % sum(p.steps for p, _ in self._manual)]
+        part, scheduler = self._manual[index]
+        optimizers = self.optimizers()
+        optimizer = optimizers[index] if isinstance(optimizers, list) else optimizers
+        self.toggle_optimizer(optimizer)  # gradients only for this part's parameters
+        loss = self.training_terms(batch, part.name)
+        terms = loss if isinstance(loss, dict) else {"loss": loss}
+        optimizer.zero_grad()
+        self.manual_backward(terms["loss"])
+        optimizer.step()
+        self.untoggle_optimizer(optimizer)
+        if scheduler is not None and part.interval == "step":
+            scheduler.step()
+        self.log_dict({f"train/{part.name}/{k}": v.detach() for k, v in terms.items()}, prog_bar=True,
+                      batch_size=len(batch["image"]))
+        return terms["loss"].detach()
+
+    def on_train_epoch_end(self) -> None:
+        """Under manual optimisation Lightning steps no scheduler: step the per-epoch ones here (this hook runs
+        after the epoch's validation, so a plateau scheduler sees its metric)."""
+        if self.automatic_optimization:
+            return
+        for part, scheduler in self._manual:
+            if scheduler is None or part.interval != "epoch":
+                continue
+            if isinstance(scheduler, ReduceLROnPlateau):
+                if MONITOR not in self.trainer.callback_metrics:
+                    raise RuntimeError(f"part {part.name!r}: ReduceLROnPlateau needs {MONITOR}, which was not "
+                                       "logged this epoch (no validation?)")
+                scheduler.step(self.trainer.callback_metrics[MONITOR])
+            else:
+                scheduler.step()
 
     def _evaluate(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Predict, update the stage's metric; returns the predictions and the subset mask."""

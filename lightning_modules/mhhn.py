@@ -8,25 +8,26 @@ Gaussian surface fit) and subpixel detection technology decoding (SDT, eqs. 11-2
 The paper's ablations are values of this one module (``experiments/mhhn/manifest.yaml`` names them):
 
 ================  ========  ======  =========================  ========================================
-row               mcg       loss    decoder                    other
+row               mcg       loss    codec.decoder              other
 ================  ========  ======  =========================  ========================================
-HGs               none      mse     argmax                     Table I-IV baseline, Table V "MSE"
+HGs               none      mse     argmax_quarter             Table I-IV baseline, Table V "MSE"
 HGs+HSR           none      sdl     sdt                        Table V "SDL+SDT", Table VI sigma = 3
-HGs+MCG           all       mse     argmax
+HGs+MCG           all       mse     argmax_quarter
 MHHN              all       sdl     sdt                        Table VII lambda = 1/16
 MSE+SDT           none      mse     sdt (at test time only)    the HGs checkpoint, decoded by SDT
 KLDL / JSDL+SDT   none      kld/jsd sdt
 SDL1+SDT          none      sdl     sdt                        ``fdl_constrained=False`` (eq. 18 in FDL)
 (all SDL rows)                                                 ``fdl_gate=True``: see the departures
-sigma, lambda     ...       sdl     sdt                        ``sigma``, ``fdl_weight``
-text results      last / heatmap_stride=8 (32x32 maps) / window=15
+sigma, lambda     ...       sdl     sdt                        ``codec.sigma``, ``fdl_weight``
+text results      last / codec.stride=8 (32x32 maps) / codec.window=15
 ================  ========  ======  =========================  ========================================
 
 Departures and choices where the paper is silent (IMPLEMENTATION_NOTES §2 and §7):
 
 - Backbone blocks (not given): Newell stem, depth-4 hourglasses of pre-activation bottlenecks, Newell heads and
-  1x1 inter-stack merges (``components.hourglass``). Optimiser, batch and epochs (not given): RMSprop, total
-  batch 16, 200 epochs (configs). Augmentation std (not given): the shared pipeline's defaults.
+  1x1 inter-stack merges (``components.hourglass``; MCG is that network's per-stack hook). Optimiser, batch and
+  epochs (not given): RMSprop, total batch 16, 200 epochs (configs). Augmentation std (not given): the shared
+  pipeline's defaults.
 - MCG softmax axis (not given): rows. No 1/sqrt(d) scaling (as the paper; ``mcg_scaled`` adds it). Computed as
   attention (``components.mcg``) so memory-efficient kernels need not form the 4096 x 4096 matrix.
 - Normalising a predicted map (not given): values clamped to >= 1e-8, then divided by their sum.
@@ -52,17 +53,56 @@ Departures and choices where the paper is silent (IMPLEMENTATION_NOTES §2 and �
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
-from torchmetrics import MeanMetric
+from torch import nn
 
-from landmarks.heatmaps import decode_sdt
+from landmarks.heatmaps import HeatmapCodec
 from landmarks.losses import js_divergence, kl_divergence, subpixel_detection_loss, weighted_heatmap_mse
+from lightning_modules.components.hourglass import StackHook
+from lightning_modules.components.mcg import MultiOrderCorrelation
 from lightning_modules.hourglass import StackedHourglassModule
 
 Loss = Literal["mse", "kld", "jsd", "sdl"]
-Decoder = Literal["argmax", "soft_argmax", "sdt", "sdt_unconstrained"]
+MCGPlacement = Literal["none", "all", "last"]
+Terms = dict[str, torch.Tensor]
+
+
+def mcg_hook(placement: MCGPlacement, num_stacks: int, scaled: bool = False) -> StackHook:
+    """The stack hook putting an MCG block (eqs. 7-9) after "all" hourglass units, the "last" one, or "none"."""
+    stacks = {"none": (), "all": range(num_stacks), "last": (num_stacks - 1,)}
+    if placement not in stacks:
+        raise ValueError(f"mcg must be 'none', 'all' or 'last', got {placement!r}")
+    chosen = set(stacks[placement])
+
+    def hook(index: int, channels: int) -> nn.Module | None:
+        return MultiOrderCorrelation(channels, scaled) if index in chosen else None
+
+    return hook
+
+
+def _mse(module: MHHNModule, maps: torch.Tensor, target: torch.Tensor, points: torch.Tensor) -> Terms:
+    return {"loss": weighted_heatmap_mse(maps, target, module.foreground_weight)}
+
+
+def _kld(module: MHHNModule, maps: torch.Tensor, target: torch.Tensor, points: torch.Tensor) -> Terms:
+    return {"loss": kl_divergence(maps, target).sum(-1).mean()}
+
+
+def _jsd(module: MHHNModule, maps: torch.Tensor, target: torch.Tensor, points: torch.Tensor) -> Terms:
+    return {"loss": js_divergence(maps, target).sum(-1).mean()}
+
+
+def _sdl(module: MHHNModule, maps: torch.Tensor, target: torch.Tensor, points: torch.Tensor) -> Terms:
+    window = module.codec.window
+    return subpixel_detection_loss(maps, target, points, module.codec.sigma, module.fdl_weight, window,
+                                   module.fdl_constrained, window // 2 if module.fdl_gate else None)
+
+
+# One stack's loss terms (the total under "loss"), by the ``loss`` argument: (module, maps, target, points).
+STACK_LOSSES: dict[str, Callable[..., Terms]] = {"mse": _mse, "kld": _kld, "jsd": _jsd, "sdl": _sdl}
 
 
 class MHHNModule(StackedHourglassModule):
@@ -76,73 +116,35 @@ class MHHNModule(StackedHourglassModule):
         fdl_constrained: the FDL reads the fit with eq. 20 ("SDL"); False: eq. 18 ("SDL1").
         fdl_gate: FDL gradients only from landmarks whose truth lies inside the fitting window around the argmax
             (not in the paper; False: every landmark, as eq. 5; see ``landmarks.losses.fine_detection_loss``).
-        window: side of the SDT fitting window, odd (9 in the paper; 15 in its text ablation).
-        decoder: "argmax" (+1/4 pixel), "soft_argmax", "sdt" (eq. 20) or "sdt_unconstrained" (eq. 18).
-        sigma: sigma* of the targets and of the SDT constraint, heatmap pixels (3 on 64x64 maps).
-        **kwargs: StackedHourglassModule arguments (num_stacks, depth, channels, heatmap_stride, ...).
+        codec: stride (4; 8 for the 32x32 variant), sigma* of the targets and of the SDT constraint (3 on 64x64
+            maps), decoder ("sdt": eq. 20; "sdt_unconstrained": eq. 18; or an argmax) and the SDT window (9).
+        **kwargs: StackedHourglassModule arguments (num_stacks, depth, channels, foreground_weight, ...).
     """
 
     def __init__(
         self,
-        mcg: Literal["none", "all", "last"] = "all",
+        mcg: MCGPlacement = "all",
         mcg_scaled: bool = False,
         loss: Loss = "sdl",
         fdl_weight: float = 1 / 16,
         fdl_constrained: bool = True,
         fdl_gate: bool = True,
-        window: int = 9,
-        decoder: Decoder = "sdt",
-        sigma: float = 3.0,
+        codec: HeatmapCodec = HeatmapCodec(stride=4, sigma=3.0, decoder="sdt", window=9),  # noqa: B008 (frozen)
+        num_stacks: int = 4,
         **kwargs,
     ) -> None:
-        if loss not in ("mse", "kld", "jsd", "sdl"):
-            raise ValueError(f"loss must be mse, kld, jsd or sdl, got {loss!r}")
-        if decoder not in ("argmax", "soft_argmax", "sdt", "sdt_unconstrained"):
-            raise ValueError(f"decoder must be argmax, soft_argmax, sdt or sdt_unconstrained, got {decoder!r}")
-        if window < 3 or window % 2 == 0:
-            raise ValueError(f"window must be odd and >= 3, got {window}")
-        super().__init__(sigma=sigma, decoder="argmax", mcg=mcg, mcg_scaled=mcg_scaled, **kwargs)
-        self.decoder = decoder
-        self.loss_name, self.fdl_weight, self.fdl_constrained, self.window = loss, fdl_weight, fdl_constrained, window
-        self.fdl_gate = fdl_gate
-        self.sdt_fallback = MeanMetric()  # share of landmarks the SDT decoded by argmax + 1/4 instead
+        if loss not in STACK_LOSSES:
+            raise ValueError(f"loss must be one of {sorted(STACK_LOSSES)}, got {loss!r}")
+        super().__init__(codec=codec, num_stacks=num_stacks, _stack_hook=mcg_hook(mcg, num_stacks, mcg_scaled),
+                         **kwargs)
+        self.loss_name = loss
+        self.fdl_weight, self.fdl_constrained, self.fdl_gate = fdl_weight, fdl_constrained, fdl_gate
 
-    def training_loss(self, outputs: list[torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
+    def training_loss(self, outputs: list[torch.Tensor], batch: dict) -> Terms:
         target = self.target_maps(batch, outputs[-1]).float()
         points = self.heatmap_points(batch, outputs[-1]).float()
-        terms: dict[str, torch.Tensor] = {}
+        terms: Terms = {}
         for maps in outputs:  # every stack (intermediate supervision)
-            maps = maps.float()
-            if self.loss_name == "mse":
-                stack = {"loss": weighted_heatmap_mse(maps, target, self.foreground_weight)}
-            elif self.loss_name == "kld":
-                stack = {"loss": kl_divergence(maps, target).sum(-1).mean()}
-            elif self.loss_name == "jsd":
-                stack = {"loss": js_divergence(maps, target).sum(-1).mean()}
-            else:
-                stack = subpixel_detection_loss(maps, target, points, self.sigma, self.fdl_weight, self.window,
-                                                self.fdl_constrained, self.window // 2 if self.fdl_gate else None)
+            stack = STACK_LOSSES[self.loss_name](self, maps.float(), target, points)
             terms = {k: terms.get(k, 0) + v for k, v in stack.items()}
         return terms
-
-    def decode_maps(self, maps: torch.Tensor) -> torch.Tensor:
-        if not self.decoder.startswith("sdt"):
-            return super().decode_maps(maps)
-        points, fallback = decode_sdt(maps, self.window, self.sigma, constrained=self.decoder == "sdt",
-                                      return_fallback=True)
-        if not self.training:
-            self.sdt_fallback.update(fallback.float().mean(), weight=fallback.numel())
-        return points
-
-    def _log_fallback(self, stage: str) -> None:
-        if self.sdt_fallback.update_count:
-            self.log(f"{stage}/sdt_fallback", self.sdt_fallback.compute())
-            self.sdt_fallback.reset()
-
-    def on_validation_epoch_end(self) -> None:
-        super().on_validation_epoch_end()
-        self._log_fallback("val")
-
-    def on_test_epoch_end(self) -> None:
-        super().on_test_epoch_end()
-        self._log_fallback("test")

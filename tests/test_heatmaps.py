@@ -6,6 +6,7 @@ import torch
 from torch.nn import functional as F
 
 from landmarks.heatmaps import (
+    HeatmapCodec,
     argmax_2d,
     crop_to_heatmap,
     decode_argmax,
@@ -93,3 +94,53 @@ def test_stride_mapping_matches_average_pooling_of_a_crop_blob():
     np.testing.assert_allclose(heatmap_to_crop(crop_to_heatmap(crop_pts, 4), 4), crop_pts)
     # The centre of the first 4x4 block of crop pixels (1.5) is heatmap pixel 0.
     assert crop_to_heatmap(torch.tensor(1.5), 4).item() == 0.0
+
+
+# --- HeatmapCodec: one model's heatmap choices -----------------------------------------------------------------
+
+
+def test_codec_encodes_in_crop_pixels_with_the_pixel_area_convention():
+    codec = HeatmapCodec(stride=4, sigma=1.5, truncate=3.0)
+    points = torch.tensor([[[10.0, 21.5], [40.2, 3.0]]])  # crop pixels of a 64 px crop
+    maps = codec.encode(points, (16, 16))
+    ys, xs = np.mgrid[0:16, 0:16]
+    for k, (x, y) in enumerate(points[0].tolist()):
+        u, v = (x + 0.5) / 4 - 0.5, (y + 0.5) / 4 - 0.5  # written out, not via crop_to_heatmap
+        expected = np.exp(-((xs - u) ** 2 + (ys - v) ** 2) / (2 * 1.5**2))
+        expected[(np.abs(xs - u) > 4.5) | (np.abs(ys - v) > 4.5)] = 0
+        np.testing.assert_allclose(maps[0, k].numpy(), expected, atol=1e-6)
+
+
+def test_codec_decoders_on_a_hand_worked_map():
+    """Peak at heatmap pixel (x=5, y=7); right neighbour higher than left, upper higher than lower; stride 4."""
+    maps = torch.zeros(1, 1, 12, 12)
+    maps[0, 0, 7, 5], maps[0, 0, 7, 6], maps[0, 0, 7, 4], maps[0, 0, 6, 5], maps[0, 0, 8, 5] = 1, .5, .2, .4, .1
+    to_crop = lambda x, y: [(x + 0.5) * 4 - 0.5, (y + 0.5) * 4 - 0.5]  # noqa: E731
+    integer = HeatmapCodec(decoder="argmax_integer").decode(maps)
+    quarter = HeatmapCodec(decoder="argmax_quarter").decode(maps)
+    soft = HeatmapCodec(decoder="soft_argmax").decode(maps)
+    assert integer[0, 0].tolist() == to_crop(5, 7)
+    assert quarter[0, 0].tolist() == to_crop(5.25, 6.75)
+    total = 1 + .5 + .2 + .4 + .1
+    expected_soft = to_crop((5 * 1 + 6 * .5 + 4 * .2 + 5 * .4 + 5 * .1) / total, (7 * 1.7 + 6 * .4 + 8 * .1) / total)
+    torch.testing.assert_close(soft[0, 0], torch.tensor(expected_soft))
+
+
+@pytest.mark.parametrize("decoder", ["sdt", "sdt_unconstrained"])
+def test_codec_sdt_round_trip_is_exact_on_its_own_targets(decoder):
+    codec = HeatmapCodec(stride=4, sigma=3.0, decoder=decoder, window=9)
+    points = torch.rand(2, 5, 2, generator=torch.Generator().manual_seed(3)) * 160 + 48
+    maps = codec.encode(points, (64, 64))
+    decoded, fallback = codec.decode_heatmap(maps)
+    assert not fallback.any()
+    torch.testing.assert_close(codec.to_crop(decoded), points, atol=1e-3, rtol=0)
+    assert (HeatmapCodec(stride=4, sigma=3.0).decode(maps) - points).abs().max() > 0.5  # argmax + 1/4 is not
+
+
+def test_codec_refuses_bad_settings_and_names_the_old_decoder():
+    with pytest.raises(ValueError, match="'argmax' is now 'argmax_quarter'"):
+        HeatmapCodec(decoder="argmax")
+    with pytest.raises(ValueError, match="odd"):
+        HeatmapCodec(window=8)
+    with pytest.raises(ValueError, match="positive"):
+        HeatmapCodec(sigma=0)

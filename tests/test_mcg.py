@@ -3,12 +3,15 @@ hourglass options that use it (mcg placement, stride 8)."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
 
-from lightning_modules.components.hourglass import StackedHourglass
+from lightning_modules.components.hourglass import NewellStem, StackedHourglass
 from lightning_modules.components.mcg import MultiOrderCorrelation
+from lightning_modules.mhhn import mcg_hook
 
 
 def mcg_reference(p: torch.Tensor, o: torch.Tensor, gamma: float, scaled: bool = False) -> np.ndarray:
@@ -94,8 +97,10 @@ def test_bfloat16_autocast_and_inputs_close_to_float32():
     assert mcg.gamma.grad is not None and torch.isfinite(mcg.gamma.grad)
 
 
-def tiny(mcg: str = "none", **kw) -> StackedHourglass:
-    return StackedHourglass(out_channels=5, num_stacks=3, depth=2, channels=16, mcg=mcg, **kw)
+def tiny(mcg: str = "none", stride: int = 4, mcg_scaled: bool = False) -> StackedHourglass:
+    """The Newell stack with MHHN's MCG hook, as MHHNModule builds it."""
+    return StackedHourglass(out_channels=5, num_stacks=3, depth=2, channels=16,
+                            stem=partial(NewellStem, stride=stride), hook=mcg_hook(mcg, 3, mcg_scaled))
 
 
 def count(model: torch.nn.Module) -> int:
@@ -106,7 +111,7 @@ def test_mcg_placement_parameters_and_state_dict_keys():
     plain = StackedHourglass(out_channels=5, num_stacks=3, depth=2, channels=16)
     assert tiny().state_dict().keys() == plain.state_dict().keys() and count(tiny()) == count(plain)
     assert count(tiny("all")) == count(plain) + 3 and count(tiny("last")) == count(plain) + 1
-    assert list(tiny("last").mcg) == ["2"] and list(tiny("all").mcg) == ["0", "1", "2"]
+    assert list(tiny("last").hooks) == ["2"] and list(tiny("all").hooks) == ["0", "1", "2"]
     assert tiny(stride=8).state_dict().keys() == plain.state_dict().keys()
 
 
@@ -133,11 +138,11 @@ def test_fresh_mcg_model_equals_plain_model():
     plain = tiny().eval()
     full = tiny("all").eval()
     missing, unexpected = full.load_state_dict(plain.state_dict(), strict=False)
-    assert sorted(missing) == [f"mcg.{i}.gamma" for i in range(3)] and not unexpected
+    assert sorted(missing) == [f"hooks.{i}.gamma" for i in range(3)] and not unexpected
     images = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         for a, b in zip(plain(images), full(images), strict=True):
             assert torch.equal(a, b)
     with torch.no_grad():
-        full.mcg["1"].gamma.fill_(0.5)
+        full.hooks["1"].gamma.fill_(0.5)
         assert not torch.allclose(plain(images)[-1], full(images)[-1])

@@ -7,16 +7,21 @@ fast_dev_run in test_runner.py::test_real_configs_compose_and_synthetic_ones_run
 import pytest
 import torch
 
-from landmarks.heatmaps import crop_to_heatmap, decode_argmax, encode_gaussian, heatmap_to_crop
+from landmarks.heatmaps import HeatmapCodec, crop_to_heatmap, decode_argmax, encode_gaussian, heatmap_to_crop
 from landmarks.losses import js_divergence, kl_divergence, subpixel_detection_loss, weighted_heatmap_mse
 from lightning_modules.mhhn import MHHNModule
 
-SMALL = dict(layout="300w_68", input_size=64, num_stacks=2, depth=2, channels=16, sigma=1.0, window=5)
+SMALL = dict(layout="300w_68", input_size=64, num_stacks=2, depth=2, channels=16)
+SMALL_CODEC = dict(stride=4, sigma=1.0, decoder="sdt", window=5)
 
 
 def model(**kw) -> MHHNModule:
+    """A small MHHN; the codec's fields (and the old name ``heatmap_stride`` of its stride) may be given flat."""
     torch.manual_seed(0)
-    return MHHNModule(**(SMALL | kw))
+    if "heatmap_stride" in kw:
+        kw["stride"] = kw.pop("heatmap_stride")
+    codec = SMALL_CODEC | {k: kw.pop(k) for k in list(kw) if k in SMALL_CODEC}
+    return MHHNModule(codec=HeatmapCodec(**codec), **(SMALL | kw))
 
 
 def batch_points(n: int = 2) -> dict:
@@ -94,3 +99,18 @@ def test_full_mhhn_trains_a_step_and_gradients_reach_every_stack():
 def test_bad_switches_are_refused(bad):
     with pytest.raises(ValueError):
         model(**bad)
+
+
+def test_hyper_parameters_are_plain_data_and_rebuild_the_model(tmp_path):
+    """Checkpoints hold hparams loadable with weights_only=True: the codec as a mapping, no private network parts
+    (the MCG hook); building from them gives the same model."""
+    m = model(mcg="last", decoder="sdt_unconstrained")
+    path = tmp_path / "hparams.pt"
+    torch.save({"hyper_parameters": dict(m.hparams)}, path)
+    hparams = torch.load(path, weights_only=True)["hyper_parameters"]
+    assert hparams["codec"] == {"stride": 4, "sigma": 1.0, "truncate": None, "decoder": "sdt_unconstrained",
+                                "window": 5, "max_offset": 1.0}
+    assert not any(key.startswith("_") for key in hparams)
+    rebuilt = MHHNModule(**hparams)
+    assert rebuilt.codec == m.codec and rebuilt.state_dict().keys() == m.state_dict().keys()
+    assert list(rebuilt.net.hooks) == ["1"]

@@ -1,5 +1,6 @@
 """LandmarkModule behaviour, the hourglass baseline, checkpoints, and fast_dev_run of every config."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import yaml
 from datamodules.base import collate_faces
 from datamodules.synthetic import SyntheticFaceDataModule
 from experiments.cli import main as cli_main
+from landmarks.heatmaps import HeatmapCodec
 from landmarks.layouts import W300_68
 from lightning_modules.components.hourglass import Bottleneck, StackedHourglass
 from lightning_modules.hourglass import StackedHourglassModule
@@ -31,8 +33,9 @@ def tiny_data(**kw):
     return SyntheticFaceDataModule(**(args | kw))
 
 
-def tiny_hourglass(**kw):
-    return StackedHourglassModule(layout="300w_68", input_size=64, num_stacks=2, depth=2, channels=16, **kw)
+def tiny_hourglass(sigma: float = 1.5, **kw):
+    return StackedHourglassModule(layout="300w_68", input_size=64, num_stacks=2, depth=2, channels=16,
+                                  codec=HeatmapCodec(sigma=sigma), **kw)
 
 
 def test_bottleneck_parameter_count_closed_form():
@@ -75,7 +78,7 @@ def test_decoders_map_heatmaps_back_to_crop_pixels():
     from landmarks.heatmaps import crop_to_heatmap, encode_gaussian
     maps = encode_gaussian(crop_to_heatmap(points, 4.0), (16, 16), 1.5)
     assert (model.decode([maps]) - points).abs().max() <= 4 * 0.25 + 1e-5
-    model.decoder = "soft_argmax"
+    model.codec = replace(model.codec, decoder="soft_argmax")
     assert (model.decode([maps]) - points).abs().max() < 0.3
 
 
