@@ -2,19 +2,18 @@
 
 A manifest is YAML (read with ``yaml.safe_load``); paths in it are relative to its folder::
 
-    paper: hourglass                  # `make reproduce-hourglass`
+    paper: mhhn                       # `make reproduce-mhhn`
     title: ...
     references: mhhn                  # paper key of the rows in leaderboard/references/paper_results.csv
     config: [model.yaml]              # LightningCLI configs shared by every experiment (model, trainer)
     batch: {total: 16, lr_scaling: none}   # the paper's total batch over all processes (see below)
-    synthetic: {config: [small.yaml]} # DATA=synthetic: replaces each experiment's data config
-    experiments:
-      - name: hgs-300w                # unique; names the run folder and the records
-        method: HGs                   # the row label in tables
-        data: data/300w.yaml          # the real data config (train set + test set defaults)
+    synthetic: {config: [small.yaml]} # DATA=synthetic: replaces each experiment's data config(s)
+    seeds: 1                          # trainings per experiment (default 1; an experiment may say otherwise)
+    datasets:                         # the benchmarks the experiments train and test on (or a file holding
+      300w:                           #   this mapping, e.g. `datasets: ../mhhn/datasets.yaml`)
+        data: [../data/300w.yaml, augment.yaml]   # real-data configs: the shared protocol, then overrides
         roots: {root: 300w}           # datamodule argument -> dataset name of datamodules.check, under DATA_ROOT
-        args: [...]                   # extra CLI overrides (both modes); synthetic_args: synthetic mode only
-        fit: true                     # false: an evaluation-only baseline (mean shape), tested as built
+        synthetic_args: [...]         # args / synthetic_args / test_args: as in an experiment (below)
         tests:                        # after training: one test pass (and one record) per entry
           - name: 300w-full
             dataset: 300W             # the reference CSV's dataset name this record fills
@@ -24,13 +23,51 @@ A manifest is YAML (read with ``yaml.safe_load``); paths in it are relative to i
             datasets: {Helen: helen}  # reference dataset -> record subset, for tables with one row per set
             derived: {mean: [yaw_0_30, yaw_30_60, yaw_60_90]}  # cells that are a mean over record subsets
             normalizer: inter_ocular  # for reference rows whose normalisation is "unknown"
+    variants:                         # the paper's methods, as overrides of the shared configs
+      hgs: {method: HGs, args: [--model.init_args.mcg=none]}
+      mhhn: {method: HGs+MCG+HSR (MHHN)}
+    experiments:
+      - {variants: [hgs, mhhn], datasets: [300w, cofw]}   # a grid: hgs-300w, mhhn-300w, hgs-cofw, mhhn-cofw
+      - name: mhhn-window15-300w      # one dataset (and optionally one variant), with its own overrides
+        method: MHHN (15x15 window)
+        dataset: 300w
+        variant: mhhn
+        args: [--model.init_args.codec.window=15]
+      - name: hgs-300w-plain          # or spelled out in full, without `datasets` / `variants`
+        method: HGs
+        data: [../data/300w.yaml]
+        roots: {root: 300w}
+        tests: [{name: 300w-full, dataset: 300W, synthetic: 300w}]
     tables:
       - {table: Table I, rows: {HGs: hgs-300w}}   # reference method (as printed) -> experiment
+
+Experiment fields: ``name`` (unique; names the run folder and the records), ``method`` (the row label in
+tables), ``data`` / ``roots`` / ``tests`` (or ``dataset``, which gives all three), ``variant``, ``args`` (extra
+CLI overrides, both modes), ``synthetic_args`` (synthetic mode only), ``test_args`` (added to every test pass,
+never to the fit, so experiments differing only there share one training), ``fit`` (false: an evaluation-only
+baseline such as the mean shape, tested as built), ``seeds`` and ``init_from`` (below). A grid entry takes
+``variants`` and ``datasets`` (lists) and optionally ``args``, ``synthetic_args``, ``test_args``, ``fit``,
+``seeds``, ``init_from``; it expands dataset by dataset into experiments named ``<variant>-<dataset>``.
+Arguments are concatenated dataset first, then variant, then the entry's own, so the most specific wins.
+A variant takes ``method``, ``args``, ``synthetic_args``, ``test_args`` and ``init_from``.
 
 ``batch.total`` is the batch over all processes, as papers state it: the runner sets the per-process batch to
 ``total / (devices x nodes)`` (it must divide) so the learning rate stays the paper's. ``--total-batch`` picks
 another total; ``lr_scaling: linear`` then scales the learning rate by new / paper total (Goyal et al.),
 ``none`` keeps it (and the record says so either way).
+
+``seeds: N`` trains an experiment N times with ``--seed_everything`` = the configs' seed + i (run folders
+``<experiment>/seed-<i>``; unchanged folders when N is 1) and tests each; paper tables show the mean and the
+standard deviation over the seeds (``leaderboard.references``).
+
+``init_from: stage1`` (or ``{experiment: stage1, modules: [scbe]}``) starts the training from the *selected*
+checkpoint of experiment ``stage1`` (TAB trains its boundary estimator, then the transform on top): the runner
+runs stage 1 first (also when only stage 2 is asked for) and passes ``--model.init_args.init_from=<checkpoint>``
+(and ``--model.init_args.init_modules=[...]``). Stage 1 has one seed, or as many as the experiment (seed i then
+starts from stage 1's seed i). Unknown names, evaluation-only stages and cycles are manifest errors.
+
+Every field is checked when the manifest loads; an error names the file, the experiment and the field, e.g.
+``experiments/mhhn/manifest.yaml: experiment 'x': field 'seeds': expected a positive integer, got 'two'``.
 """
 
 from __future__ import annotations
@@ -41,11 +78,11 @@ from typing import Any
 
 import yaml
 
+from leaderboard.manifest_fields import Fields, ManifestError, is_scalar, items, shown
+
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
+ARG_FIELDS = ("args", "synthetic_args", "test_args")
 
-
-class ManifestError(ValueError):
-    """A manifest that is missing, malformed or inconsistent."""
 
 
 @dataclass(frozen=True)
@@ -69,10 +106,43 @@ class TestSpec:
 
 
 @dataclass(frozen=True)
+class InitFrom:
+    """Stage 2 starts from stage 1's selected checkpoint (all of it, or the named modules)."""
+
+    experiment: str
+    modules: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A benchmark as a manifest trains and tests on it: its data configs, folders, tests and overrides."""
+
+    name: str
+    data: tuple[Path, ...]
+    roots: dict[str, str]
+    tests: tuple[TestSpec, ...]
+    args: tuple[str, ...] = ()
+    synthetic_args: tuple[str, ...] = ()
+    test_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """A method of the paper: its row label and its overrides of the shared configs."""
+
+    name: str
+    method: str | None = None
+    args: tuple[str, ...] = ()
+    synthetic_args: tuple[str, ...] = ()
+    test_args: tuple[str, ...] = ()
+    init_from: InitFrom | None = None
+
+
+@dataclass(frozen=True)
 class Experiment:
     name: str
     method: str
-    data: Path | None
+    data: tuple[Path, ...]
     tests: tuple[TestSpec, ...]
     roots: dict[str, str] = field(default_factory=dict)
     args: tuple[str, ...] = ()
@@ -81,6 +151,10 @@ class Experiment:
     # so experiments that differ only here share one training (the runner keys trainings by their fit arguments).
     test_args: tuple[str, ...] = ()
     fit: bool = True  # False: an evaluation-only baseline (e.g. the mean shape), tested as built
+    seeds: int = 1
+    init_from: InitFrom | None = None
+    dataset: str | None = None  # the `datasets` entry it came from
+    variant: str | None = None  # the `variants` entry it came from
 
 
 @dataclass(frozen=True)
@@ -101,12 +175,26 @@ class Manifest:
     tables: tuple[TableSpec, ...]
     total_batch: int | None = None
     lr_scaling: str = "none"
+    datasets: dict[str, DatasetSpec] = field(default_factory=dict)
+    variants: dict[str, VariantSpec] = field(default_factory=dict)
 
     def experiment(self, name: str) -> Experiment:
         for experiment in self.experiments:
             if experiment.name == name:
                 return experiment
         raise KeyError(f"{self.path}: no experiment {name!r}; it has {[e.name for e in self.experiments]}")
+
+    def run_order(self, only: tuple[str, ...] | list[str] = ()) -> list[Experiment]:
+        """The experiments to run (all, or ``only`` and the stage-1 experiments they start from), each stage 1
+        before its stage 2 and otherwise in the manifest's order."""
+        wanted = set(only) or {e.name for e in self.experiments}
+        pending = list(wanted)
+        while pending:
+            stage1 = self.experiment(pending.pop()).init_from
+            if stage1 is not None and stage1.experiment not in wanted:
+                wanted.add(stage1.experiment)
+                pending.append(stage1.experiment)
+        return [e for e in _stages_first(self.experiments, str(self.path)) if e.name in wanted]
 
 
 def manifest_path(paper: str) -> Path:
@@ -121,53 +209,198 @@ def available_papers() -> list[str]:
     return sorted(p.parent.name for p in EXPERIMENTS_DIR.glob("*/manifest.yaml"))
 
 
-def _list(value: Any, where: str) -> tuple:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (value,)
-    if not isinstance(value, list):
-        raise ManifestError(f"{where}: expected a list, got {type(value).__name__}")
-    return tuple(value)
+# --- the parts of a manifest ---------------------------------------------------------------------------------
 
 
-def _mapping(value: Any, where: str) -> dict:
+TEST_FIELDS = tuple(TestSpec.__dataclass_fields__)
+DATASET_FIELDS = ("data", "roots", "tests", *ARG_FIELDS)
+VARIANT_FIELDS = ("method", *ARG_FIELDS, "init_from")
+RUN_FIELDS = (*ARG_FIELDS, "fit", "seeds", "init_from")
+EXPERIMENT_FIELDS = ("name", "method", "data", "roots", "tests", "dataset", "variant", *RUN_FIELDS)
+GRID_FIELDS = ("variants", "datasets", *RUN_FIELDS)
+TOP_FIELDS = ("paper", "title", "references", "config", "batch", "synthetic", "seeds", "datasets", "variants",
+              "experiments", "tables")
+
+
+def _init_from(f: Fields) -> InitFrom | None:
+    """``init_from: name`` or ``init_from: {experiment: name, modules: [...]}``."""
+    value = f.raw.get("init_from")
     if value is None:
+        return None
+    if is_scalar(value):
+        return InitFrom(str(value))
+    link = Fields(value, f"{f.where}: field 'init_from'", ("experiment", "modules"), ("experiment",))
+    return InitFrom(link.text("experiment"), link.strings("modules") if link.has("modules") else None)
+
+
+def _tests(fields: Fields) -> tuple[TestSpec, ...]:
+    tests = []
+    for j, entry in enumerate(items(fields.raw.get("tests"), f"{fields.where}: field 'tests'")):
+        test = Fields(entry, f"{fields.where}: tests[{j}]", TEST_FIELDS, ("name", "dataset"))
+        cells = test.raw.get("derived") or {}
+        derived = Fields(cells, f"{test.where}: field 'derived'", tuple(map(str, cells)) if isinstance(cells, dict)
+                          else ())
+        tests.append(TestSpec(
+            name=test.text("name"), dataset=test.text("dataset"), args=test.strings("args"),
+            synthetic=test.text("synthetic", "attributes"), subsets=test.names("subsets"),
+            datasets=test.names("datasets"), derived={str(k): derived.strings(k) for k in derived.raw},
+            normalizer=test.text("normalizer")))
+    if not tests:
+        raise ManifestError(f"{fields.where}: no tests")
+    if len({t.name for t in tests}) != len(tests):
+        raise ManifestError(f"{fields.where}: test names are not unique: {[t.name for t in tests]}")
+    return tuple(tests)
+
+
+def _datasets(top: Fields, base: Path) -> dict[str, DatasetSpec]:
+    """The ``datasets`` block, inline or in a file of its own (paths relative to that file)."""
+    raw, where = top.raw.get("datasets"), top.where
+    if is_scalar(raw):
+        (path,) = top.files("datasets", base)
+        where, base = shown(path), path.parent
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ManifestError(f"{where}: not valid YAML ({err})") from err
+    if raw is None:
         return {}
-    if not isinstance(value, dict):
-        raise ManifestError(f"{where}: expected a mapping, got {type(value).__name__}")
-    return dict(value)
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{where}: datasets: expected a mapping of dataset names, got {raw!r}")
+    specs = {}
+    for name, entry in raw.items():
+        f = Fields(entry, f"{where}: dataset '{name}'", DATASET_FIELDS, ("tests",))
+        specs[str(name)] = DatasetSpec(name=str(name), data=f.files("data", base), roots=f.names("roots"),
+                                       tests=_tests(f), **{k: f.strings(k) for k in ARG_FIELDS})
+    return specs
 
 
-def _require(entry: dict, keys: tuple[str, ...], where: str) -> None:
-    if not isinstance(entry, dict):
-        raise ManifestError(f"{where}: expected a mapping, got {type(entry).__name__}")
-    missing = [k for k in keys if k not in entry]
-    if missing:
-        raise ManifestError(f"{where}: missing {missing}")
+def _variants(top: Fields) -> dict[str, VariantSpec]:
+    raw = top.raw.get("variants") or {}
+    if not isinstance(raw, dict):
+        raise top.error("variants", "a mapping of variant names")
+    specs = {}
+    for name, entry in raw.items():
+        f = Fields(entry or {}, f"{top.where}: variant '{name}'", VARIANT_FIELDS)
+        specs[str(name)] = VariantSpec(name=str(name), method=f.text("method"), init_from=_init_from(f),
+                                       **{k: f.strings(k) for k in ARG_FIELDS})
+    return specs
 
 
-def _file(base: Path, name: str, where: str) -> Path:
-    path = (base / name).resolve()
-    if not path.is_file():
-        raise ManifestError(f"{where}: config {path} does not exist")
-    return path
+def _pick(f: Fields, key: str, known: dict) -> Any:
+    """The ``datasets`` / ``variants`` entry that field ``key`` names."""
+    name = f.text(key)
+    if name is None:
+        return None
+    if name not in known:
+        raise ManifestError(f"{f.where}: field '{key}': unknown {key} {name!r}; the manifest has {sorted(known)}")
+    return known[name]
 
 
-def _test(entry: dict, where: str) -> TestSpec:
-    _require(entry, ("name", "dataset"), where)
-    unknown = set(entry) - set(TestSpec.__dataclass_fields__)
-    if unknown:
-        raise ManifestError(f"{where}: unknown keys {sorted(unknown)}")
-    derived = {k: tuple(_list(v, f"{where}.derived.{k}")) for k, v in _mapping(entry.get("derived"), where).items()}
-    return TestSpec(name=str(entry["name"]), dataset=str(entry["dataset"]), args=_list(entry.get("args"), where),
-                    synthetic=str(entry.get("synthetic", "attributes")), subsets=_mapping(entry.get("subsets"), where),
-                    datasets=_mapping(entry.get("datasets"), where), derived=derived,
-                    normalizer=entry.get("normalizer"))
+def _experiment(f: Fields, name: str, dataset: DatasetSpec | None, variant: VariantSpec | None, base: Path,
+                seeds: int) -> Experiment:
+    """One experiment: its dataset's and variant's settings, then the entry's own."""
+    if dataset is not None:
+        given = [k for k in ("data", "roots", "tests") if f.has(k)]
+        if given:
+            raise ManifestError(f"{f.where}: field '{given[0]}': not with 'dataset', which gives data, roots and "
+                                "tests")
+    method = f.text("method") or (variant.method if variant else None)
+    if method is None:
+        raise ManifestError(f"{f.where}: missing ['method'] (neither the entry nor its variant names one)")
+    layers = [layer for layer in (dataset, variant) if layer is not None]
+    return Experiment(
+        name=name, method=method, data=dataset.data if dataset else f.files("data", base),
+        tests=dataset.tests if dataset else _tests(f), roots=dataset.roots if dataset else f.names("roots"),
+        fit=f.flag("fit", True), seeds=f.count("seeds", seeds),
+        init_from=_init_from(f) or (variant.init_from if variant else None),
+        dataset=dataset.name if dataset else None, variant=variant.name if variant else None,
+        **{k: tuple(a for layer in layers for a in getattr(layer, k)) + f.strings(k) for k in ARG_FIELDS})
+
+
+def _experiments(top: Fields, datasets: dict[str, DatasetSpec], variants: dict[str, VariantSpec], base: Path,
+                 seeds: int) -> list[Experiment]:
+    experiments = []
+    for i, entry in enumerate(items(top.raw.get("experiments"), f"{top.where}: experiments")):
+        where = f"{top.where}: experiments[{i}]"
+        if isinstance(entry, dict) and ("variants" in entry or "datasets" in entry):
+            f = Fields(entry, where, GRID_FIELDS, ("variants", "datasets"))
+            grid = {key: f.strings(key) for key in ("datasets", "variants")}
+            for key, known in (("datasets", datasets), ("variants", variants)):
+                unknown = [n for n in grid[key] if n not in known]
+                if unknown:
+                    raise ManifestError(f"{where}: field '{key}': unknown {unknown}; the manifest has {sorted(known)}")
+            for d in grid["datasets"]:
+                for v in grid["variants"]:
+                    f.where = f"{top.where}: experiment '{v}-{d}' (experiments[{i}])"
+                    experiments.append(_experiment(f, f"{v}-{d}", datasets[d], variants[v], base, seeds))
+            continue
+        if isinstance(entry, dict) and is_scalar(entry.get("name")):
+            where = f"{top.where}: experiment '{entry['name']}'"
+        f = Fields(entry, where, EXPERIMENT_FIELDS)
+        dataset, variant = _pick(f, "dataset", datasets), _pick(f, "variant", variants)
+        name = f.text("name") or (f"{variant.name}-{dataset.name}" if dataset and variant else None)
+        if name is None:
+            raise ManifestError(f"{where}: missing ['name'] (only an entry with a dataset and a variant has one "
+                                "by default)")
+        experiments.append(_experiment(f, name, dataset, variant, base, seeds))
+    return experiments
+
+
+def _stages_first(experiments: tuple[Experiment, ...] | list[Experiment], where: str) -> list[Experiment]:
+    """The experiments in the manifest's order, except that each stage 1 comes before the stages starting from it;
+    a cycle of ``init_from`` links is an error."""
+    by_name = {e.name: e for e in experiments}
+    order: list[Experiment] = []
+    placed: set[str] = set()
+    for experiment in experiments:
+        chain: list[str] = []
+        current: Experiment | None = experiment
+        while current is not None and current.name not in placed:  # walk to the first stage not yet placed
+            if current.name in chain:
+                cycle = " -> ".join([*chain[chain.index(current.name):], current.name])
+                raise ManifestError(f"{where}: experiment '{current.name}': field 'init_from': a cycle ({cycle})")
+            chain.append(current.name)
+            current = by_name[current.init_from.experiment] if current.init_from else None
+        for name in reversed(chain):
+            order.append(by_name[name])
+            placed.add(name)
+    return order
+
+
+def _check_stages(experiments: list[Experiment], where: str) -> None:
+    by_name = {e.name: e for e in experiments}
+    for e in experiments:
+        if e.init_from is None:
+            continue
+        at = f"{where}: experiment '{e.name}': field 'init_from'"
+        stage1 = by_name.get(e.init_from.experiment)
+        if stage1 is None:
+            raise ManifestError(f"{at}: unknown experiment {e.init_from.experiment!r}; the manifest has "
+                                f"{sorted(by_name)}")
+        if not e.fit or not stage1.fit:
+            raise ManifestError(f"{at}: both stages must train (fit: true); an evaluation-only experiment has no "
+                                "selected checkpoint and takes none")
+        if stage1.seeds not in (1, e.seeds):
+            raise ManifestError(f"{at}: stage 1 {stage1.name!r} has {stage1.seeds} seeds and this experiment "
+                                f"{e.seeds}; give stage 1 one seed or the same number")
+    _stages_first(experiments, where)
+
+
+def _tables(top: Fields, names: set[str]) -> tuple[TableSpec, ...]:
+    tables = []
+    for i, entry in enumerate(items(top.raw.get("tables"), f"{top.where}: tables")):
+        f = Fields(entry, f"{top.where}: tables[{i}]", ("table", "rows"), ("table", "rows"))
+        rows = f.names("rows")
+        unknown = sorted(set(rows.values()) - names)
+        if unknown:
+            raise ManifestError(f"{f.where} ({f.text('table')}) names unknown experiments {unknown}")
+        tables.append(TableSpec(table=f.text("table"), rows=rows))
+    return tuple(tables)
 
 
 def load_manifest(paper: str | Path) -> Manifest:
-    """Read and check a manifest: every config exists, names are unique, every table row names an experiment."""
+    """Read and check a manifest: every field has its type, every config exists, names are unique, every
+    ``init_from`` and table row names an experiment, and stages form no cycle."""
     path = manifest_path(str(paper))
     if not path.is_file():
         raise ManifestError(f"no manifest at {path}; papers with one: {available_papers()}")
@@ -175,45 +408,18 @@ def load_manifest(paper: str | Path) -> Manifest:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ManifestError(f"{path}: not valid YAML ({err})") from err
-    _require(raw, ("paper", "references", "experiments"), str(path))
+    top = Fields(raw, shown(path), TOP_FIELDS, ("paper", "references", "experiments"))
     base = path.parent
-    experiments = []
-    for i, entry in enumerate(_list(raw["experiments"], f"{path}: experiments")):
-        where = f"{path}: experiments[{i}]"
-        _require(entry, ("name", "method", "tests"), where)
-        unknown = set(entry) - {"name", "method", "data", "tests", "roots", "args", "synthetic_args", "test_args",
-                                "fit"}
-        if unknown:
-            raise ManifestError(f"{where}: unknown keys {sorted(unknown)}")
-        tests = tuple(_test(t, f"{where}.tests[{j}]") for j, t in enumerate(_list(entry["tests"], where)))
-        if not tests:
-            raise ManifestError(f"{where}: no tests")
-        if len({t.name for t in tests}) != len(tests):
-            raise ManifestError(f"{where}: test names are not unique")
-        experiments.append(Experiment(
-            name=str(entry["name"]), method=str(entry["method"]), tests=tests,
-            data=_file(base, entry["data"], where) if entry.get("data") else None,
-            roots=_mapping(entry.get("roots"), where), args=_list(entry.get("args"), where),
-            synthetic_args=_list(entry.get("synthetic_args"), where), test_args=_list(entry.get("test_args"), where),
-            fit=bool(entry.get("fit", True))))
+    datasets, variants = _datasets(top, base), _variants(top)
+    experiments = _experiments(top, datasets, variants, base, top.count("seeds", 1))
     names = [e.name for e in experiments]
     if len(set(names)) != len(names):
-        raise ManifestError(f"{path}: experiment names are not unique: {names}")
-    tables = []
-    for i, entry in enumerate(_list(raw.get("tables"), f"{path}: tables")):
-        _require(entry, ("table", "rows"), f"{path}: tables[{i}]")
-        rows = _mapping(entry["rows"], f"{path}: tables[{i}].rows")
-        unknown = sorted(set(rows.values()) - set(names))
-        if unknown:
-            raise ManifestError(f"{path}: tables[{i}] ({entry['table']}) names unknown experiments {unknown}")
-        tables.append(TableSpec(table=str(entry["table"]), rows=rows))
-    batch = _mapping(raw.get("batch"), f"{path}: batch")
-    if batch.get("lr_scaling", "none") not in ("none", "linear"):
-        raise ManifestError(f"{path}: batch.lr_scaling must be 'none' or 'linear'")
-    synthetic = _mapping(raw.get("synthetic"), f"{path}: synthetic")
+        raise ManifestError(f"{top.where}: experiment names are not unique: {names}")
+    _check_stages(experiments, top.where)
+    batch = top.mapping("batch", "batch", ("total", "lr_scaling"))
+    synthetic = top.mapping("synthetic", "synthetic", ("config",))
     return Manifest(
-        paper=str(raw["paper"]), title=str(raw.get("title", raw["paper"])), references=str(raw["references"]),
-        path=path, config=tuple(_file(base, c, f"{path}: config") for c in _list(raw.get("config"), str(path))),
-        synthetic_config=tuple(_file(base, c, f"{path}: synthetic") for c in _list(synthetic.get("config"), str(path))),
-        experiments=tuple(experiments), tables=tuple(tables),
-        total_batch=int(batch["total"]) if "total" in batch else None, lr_scaling=batch.get("lr_scaling", "none"))
+        paper=top.text("paper"), title=top.text("title", top.text("paper")), references=top.text("references"),
+        path=path, config=top.files("config", base), synthetic_config=synthetic.files("config", base),
+        experiments=tuple(experiments), tables=_tables(top, set(names)), total_batch=batch.count("total", None),
+        lr_scaling=batch.choice("lr_scaling", ("none", "linear")), datasets=datasets, variants=variants)

@@ -12,6 +12,9 @@ the cell's own normaliser and threshold: the CSV's ``normalization`` ("inter-ocu
 at the CSV's ``threshold`` (percent; 10 when absent), ``NME`` / ``NMSE`` as the mean NME with its standard
 deviation over images where the paper gives one. ``params`` (M) and ``FLOPs`` (G, = 2 x MACs) come from the
 record's measured cost. Cells of other kinds (counts, boundary-heatmap MSE) are shown as reported only.
+A row whose experiment trains several seeds (``seeds: N``, e.g. PWC's average of 5 runs) shows the mean of the
+per-seed values with the sample standard deviation over the seeds, ``4.27 ± 0.03``; the table notes say how
+many seeds (and which records) it averages, and Δ is the mean minus the reported number.
 """
 
 from __future__ import annotations
@@ -90,32 +93,45 @@ def cells_of(rows: pd.DataFrame) -> list[Cell]:
 
 
 class Reproduced:
-    """Reproduced values of one manifest from the records of one results folder (newest record per test)."""
+    """Reproduced values of one manifest from the records of one results folder: the newest record per test, or
+    for an experiment trained with several seeds (``seeds: N``) the newest record of each seed, whose values are
+    averaged; the spread shown is then the sample standard deviation (n - 1) over the seeds."""
 
     def __init__(self, manifest: Manifest, folder: Path) -> None:
         self.manifest, self.folder = manifest, Path(folder)
         self.records: dict[tuple[str, str], dict] = {}
+        self.seeded: dict[tuple[str, str], dict[int, dict]] = {}
         if (self.folder / "records").is_dir():
             for record in load_records(self.folder):  # oldest first: the newest wins
                 tag = record.get("experiment") or {}
                 if tag.get("paper") == manifest.paper:
                     self.records[(tag.get("name"), tag.get("test"))] = record
+                    self.seeded.setdefault((tag.get("name"), tag.get("test")), {})[tag.get("seed_index", 0)] = record
         self._predictions: dict[str, dict] = {}
         self._scores: dict[tuple, dict] = {}
 
-    def source(self, experiment: Experiment, cell: Cell) -> tuple[TestSpec, dict, str | tuple[str, ...]] | None:
-        """The test, record and record subset(s) behind ``cell`` for ``experiment``."""
-        for spec in experiment.tests:
+    def runs(self, experiment: Experiment, spec: TestSpec) -> list[dict]:
+        """The records behind ``experiment``'s test ``spec``: the newest one, or one per seed (in seed order) when
+        the experiment has several."""
+        if experiment.seeds == 1:
             record = self.records.get((experiment.name, spec.name))
-            if record is None:
+            return [] if record is None else [record]
+        per_seed = self.seeded.get((experiment.name, spec.name), {})
+        return [per_seed[i] for i in range(experiment.seeds) if i in per_seed]
+
+    def source(self, experiment: Experiment, cell: Cell) -> tuple[TestSpec, list[dict], str | tuple[str, ...]] | None:
+        """The test, records (one per seed) and record subset(s) behind ``cell`` for ``experiment``."""
+        for spec in experiment.tests:
+            records = self.runs(experiment, spec)
+            if not records:
                 continue
             if cell.dataset == spec.dataset and cell.subset in spec.derived:
-                return spec, record, spec.derived[cell.subset]
+                return spec, records, spec.derived[cell.subset]
             subset = spec.record_subset(cell.dataset, cell.subset)
             if subset is not None:
-                return spec, record, subset
-            if cell.metric in ("params", "FLOPs") and "cost" in record:
-                return spec, record, FULL
+                return spec, records, subset
+            if cell.metric in ("params", "FLOPs") and "cost" in records[0]:
+                return spec, records, FULL
         return None
 
     def _summary(self, record: dict, normalizer: str, subset: str, metric: str) -> dict:
@@ -130,11 +146,22 @@ class Reproduced:
 
     def value(self, experiment: Experiment, cell: Cell, normalization: str) -> tuple[float, float | None] | None:
         """(value, std or None) of ``cell`` for ``experiment`` under the reference ``normalization`` (the CSV's
-        words); None when not reproduced."""
+        words); None when not reproduced. With several seeds: the mean over the seeds and the standard deviation
+        over the seeds (None with one seed done); otherwise the std over images where the cell has one."""
         found = self.source(experiment, cell)
         if found is None:
             return None
-        spec, record, subset = found
+        spec, records, subset = found
+        values = [v for v in (self._one(record, spec, cell, subset, normalization) for record in records)
+                  if v is not None]
+        if not values or experiment.seeds == 1:
+            return values[0] if values else None
+        means = np.array([v[0] for v in values])
+        return float(means.mean()), float(means.std(ddof=1)) if len(means) > 1 else None
+
+    def _one(self, record: dict, spec: TestSpec, cell: Cell, subset: str | tuple[str, ...],
+             normalization: str) -> tuple[float, float | None] | None:
+        """(value, std over images or None) of ``cell`` from one record."""
         if cell.metric in ("params", "FLOPs"):
             cost = record.get("cost") or {}
             if not cost:
@@ -158,11 +185,14 @@ def _decimals(metric: str) -> int:
     return 4 if metric == "AUC" else 3 if metric in ("params",) else 2
 
 
-def _fmt(value: float | None, std: float | None, digits: int) -> str:
+def _fmt(value: float | None, std: float | None, digits: int, over_seeds: bool = False) -> str:
+    """``4.27 (0.61)`` with a std over images, ``4.27 ± 0.03`` with a std over seeds (``over_seeds``)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     text = f"{value:.{digits}f}"
-    return f"{text} ({std:.{digits}f})" if std is not None and not math.isnan(std) else text
+    if std is None or math.isnan(std):
+        return text
+    return f"{text} ± {std:.{digits}f}" if over_seeds else f"{text} ({std:.{digits}f})"
 
 
 def paper_table(references: pd.DataFrame, manifest: Manifest, table: str, reproduced: Reproduced,
@@ -198,7 +228,7 @@ def paper_table(references: pd.DataFrame, manifest: Manifest, table: str, reprod
                 continue
             digits = _decimals(cell.metric)
             numbers.loc[method, (label, "reproduced")] = got[0]
-            text.loc[method, (label, "reproduced")] = _fmt(got[0], got[1], digits)
+            text.loc[method, (label, "reproduced")] = _fmt(got[0], got[1], digits, experiment.seeds > 1)
             reported = numbers.loc[method, (label, "reported")]
             if not pd.isna(reported):
                 numbers.loc[method, (label, "Δ")] = got[0] - reported
@@ -224,10 +254,11 @@ def table_header(references: pd.DataFrame, manifest: Manifest, table: str, repro
     for method, name in rows_map.items():
         experiment = manifest.experiment(name)
         for spec in experiment.tests:
-            record = reproduced.records.get((name, spec.name))
-            if record is None:
+            records = reproduced.runs(experiment, spec)
+            if not records:
                 lines.append(f"Reproduced {method}: experiment `{name}`, test `{spec.name}`: not run yet.")
                 continue
+            record = records[0]
             p, tag = record["protocol"], record.get("experiment", {})
             crop = p.get("crop", {})
             sizes = ", ".join(f"{s} {int(v['n'])}" for s, v in record["metrics"][p["primary_normalizer"]].items())
@@ -238,8 +269,17 @@ def table_header(references: pd.DataFrame, manifest: Manifest, table: str, repro
                 f"{crop.get('scale')}; checkpoint selected on the validation split by "
                 f"{fit.get('monitor', '?')} ({fit.get('mode', '?')}) after {fit.get('epochs', '?')} epochs; "
                 f"{tag.get('world_size', 1)} process(es), total batch {tag.get('total_batch')}; "
-                f"AUC rule: {p.get('auc_rule', '?')}; record `{record['record_id']}`.")
+                f"AUC rule: {p.get('auc_rule', '?')}; " + (f"record `{record['record_id']}`." if experiment.seeds == 1
+                                                              else _seeds_note(records, experiment.seeds)))
     return lines
+
+
+def _seeds_note(records: list[dict], seeds: int) -> str:
+    """How a row trained with several seeds is summarised, for the table notes."""
+    used = ", ".join(str((r.get("experiment") or {}).get("seed")) for r in records)
+    ids = ", ".join(f"`{r['record_id']}`" for r in records)
+    return (f"mean ± standard deviation (n - 1) over {len(records)} seeds (of {seeds}; seeds {used}), each "
+            f"re-scored from its own predictions; records {ids}.")
 
 
 def _flat(frame: pd.DataFrame) -> pd.DataFrame:

@@ -5,20 +5,25 @@
     srun python -m leaderboard reproduce hourglass --data-root /datasets --devices 8 --nodes 4   # SLURM
     (``make reproduce-<paper> [DATA=synthetic] [GPUS=N] [NODES=M] [DATA_ROOT=...]`` wraps these)
 
-For every experiment of ``experiments/<paper>/manifest.yaml``, in order:
+For every experiment of ``experiments/<paper>/manifest.yaml``, in order (a stage 1 before the experiments that
+start from its checkpoint, ``init_from``), and for each of its seeds (``seeds``):
 
 1. **fit** with LightningCLI on the composed configs (the paper's shared configs, then the experiment's data
-   config, or the manifest's synthetic config with ``--data synthetic``), checkpoints in
-   ``<workdir>/<paper>/<data>/<experiment>/checkpoints``; the checkpoint is selected on the validation split
-   carved from the training faces (``ModelCheckpoint`` on ``val/nme``), never on a test set;
+   configs, or the manifest's synthetic config with ``--data synthetic``), checkpoints in
+   ``<workdir>/<paper>/<data>/<experiment>[/seed-<i>]/checkpoints``; the checkpoint is selected on the validation
+   split carved from the training faces (``ModelCheckpoint`` on ``val/nme``), never on a test set. Training i
+   of N > 1 runs with ``--seed_everything`` = the configs' seed + i; a stage 2 gets stage 1's selected checkpoint
+   as ``--model.init_args.init_from`` (and ``init_modules``), and its summary and records name that checkpoint
+   with its SHA-256;
 2. **test** the selected checkpoint on every test set of the experiment; each pass writes one evaluation
-   record + predictions (``EvaluationRecorder``) under ``<results>/<paper>/<data>/``, with the experiment, the
-   world size, the total batch and the model's cost (parameters, MACs, images/s);
+   record + predictions (``EvaluationRecorder``) under ``<results>/<paper>/<data>/``, with the experiment, its
+   seed, the stage-1 link, the world size, the total batch and the model's cost (parameters, MACs, images/s);
 3. render the paper's tables (reported / reproduced / difference, ``leaderboard.references``) and the
    per-dataset leaderboards with CED plots (``leaderboard.render``).
 
-Resumable: a test with a record is skipped, a finished fit (``fit.json`` beside its checkpoints) is not
-repeated, and an interrupted fit resumes from its ``last.ckpt``. On real data the dataset checker runs first
+Resumable, per seed: a test with a record is skipped, a finished fit (``fit.json`` beside its checkpoints) is
+not repeated, and an interrupted fit resumes from its ``last.ckpt``; ``--only stage2`` also runs (or reuses)
+the stage 1 it starts from. On real data the dataset checker runs first
 and the runner stops with a clear message if a dataset is missing or incomplete.
 
 Scale-out is Lightning's: ``--devices N --nodes M`` selects DDP (``strategy=ddp``; Lightning re-launches this
@@ -32,7 +37,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import hashlib
-import itertools
 import json
 import os
 import sys
@@ -42,12 +46,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 import experiments  # noqa: F401  (environment defaults: offline wandb, no albumentations update check)
+from leaderboard.launch import batch_args, config_lr, new_invocation, sync_bn, trainer_args, training_seed  # noqa: F401
 from leaderboard.manifest import Experiment, Manifest, ManifestError, TestSpec, available_papers, load_manifest
-from leaderboard.store import RecordError, atomic_write_bytes, load_records
+from leaderboard.store import RecordError, atomic_write_bytes, load_records, sha256_file
 
 DATA_MODES = ("real", "synthetic")
 # The runner hands LightningCLI its arguments on purpose while sys.argv holds its own command line.
@@ -91,89 +95,19 @@ def results_dir(manifest: Manifest, opts: RunOptions) -> Path:
     return opts.results / manifest.paper / opts.data
 
 
-def run_dir(manifest: Manifest, experiment: Experiment, opts: RunOptions) -> Path:
-    return opts.workdir / manifest.paper / opts.data / experiment.name
+def run_dir(manifest: Manifest, experiment: Experiment, opts: RunOptions, seed_index: int = 0) -> Path:
+    """Checkpoints and logs of one training: ``<experiment>/seed-<i>`` when the experiment has several seeds."""
+    folder = opts.workdir / manifest.paper / opts.data / experiment.name
+    return folder / f"seed-{seed_index}" if experiment.seeds > 1 else folder
 
 
 # --- composing the LightningCLI arguments ------------------------------------------------------------------
 
 
-def batch_args(manifest: Manifest, opts: RunOptions,
-               configs: tuple[Path, ...] = ()) -> tuple[list[str], dict[str, Any]]:
-    """Per-process batch from the total batch (and the learning rate if the total changes and the manifest
-    says ``lr_scaling: linear``), and what was done (stored in every record)."""
-    total = opts.total_batch or manifest.total_batch
-    info: dict[str, Any] = {"world_size": opts.world_size, "total_batch": total, "paper_total_batch":
-                            manifest.total_batch, "lr_scaling": manifest.lr_scaling, "sync_batchnorm": sync_bn(opts)}
-    if total is None:
-        return [], info
-    if total % opts.world_size:
-        raise ManifestError(f"the total batch {total} does not split over {opts.world_size} processes "
-                            f"({opts.devices} devices x {opts.nodes} nodes); choose --total-batch")
-    info["per_process_batch"] = total // opts.world_size
-    args = [f"--data.init_args.batch_size={total // opts.world_size}"]
-    paper = manifest.total_batch
-    if manifest.lr_scaling == "linear" and paper and total != paper:
-        base = config_lr(configs)
-        if base is None:
-            raise ManifestError(f"{manifest.path}: lr_scaling is linear but no config sets "
-                                "model.init_args.optimizer.init_args.lr")
-        info["lr"] = base * total / paper
-        args.append(f"--model.init_args.optimizer.init_args.lr={info['lr']}")
-    return args, info
-
-
-def config_lr(configs: tuple[Path, ...]) -> float | None:
-    """The learning rate the composed configs set (the last one wins, as in LightningCLI)."""
-    lr = None
-    for path in configs:
-        init = ((yaml.safe_load(Path(path).read_text()) or {}).get("model") or {}).get("init_args") or {}
-        value = ((init.get("optimizer") or {}).get("init_args") or {}).get("lr")
-        lr = float(value) if value is not None else lr
-    return lr
-
-
-def sync_bn(opts: RunOptions) -> bool:
-    """Synchronised BatchNorm under DDP: on GPUs only (torch's SyncBatchNorm has no CPU implementation)."""
-    import torch
-
-    on_gpu = opts.accelerator in ("gpu", "cuda") or (opts.accelerator == "auto" and torch.cuda.is_available())
-    return opts.sync_bn and opts.world_size > 1 and on_gpu
-
-
-def trainer_args(opts: RunOptions, run: Path, stage: str, experiment: str, paper: str) -> list[str]:
-    args = [f"--trainer.default_root_dir={run}", f"--trainer.devices={opts.devices}",
-            f"--trainer.num_nodes={opts.nodes}", f"--trainer.accelerator={opts.accelerator}"]
-    if opts.world_size > 1:
-        args += [f"--trainer.strategy={opts.strategy}", f"--trainer.sync_batchnorm={str(sync_bn(opts)).lower()}"]
-    loggers = [{"class_path": "pytorch_lightning.loggers.CSVLogger",
-                "init_args": {"save_dir": str(run), "name": "logs", "version": f"{stage}-{_stamp()}"}}]
-    if opts.wandb and stage == "fit":
-        loggers.append({"class_path": "pytorch_lightning.loggers.WandbLogger",
-                        "init_args": {"save_dir": str(run), "project": "face-alignment-benchmark",
-                                      "name": f"{paper}/{experiment}", "group": paper}})
-    return [*args, f"--trainer.logger={json.dumps(loggers)}"]
-
-
-_STAMP = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
-_INVOCATIONS = itertools.count()
-_RUN = {"stamp": _STAMP}
-
-
-def _stamp() -> str:
-    """Names this invocation's log folders. Every process agrees: the stamp is inherited by the processes
-    Lightning launches, and repeated in-process calls (tests, notebooks) are numbered in the same order."""
-    return _RUN["stamp"]
-
-
-def _new_invocation() -> None:
-    base = os.environ.setdefault("FACE_BENCH_RUN_STAMP", _STAMP)
-    _RUN["stamp"] = f"{base}-{next(_INVOCATIONS)}"
-
-
 def compose_args(manifest: Manifest, experiment: Experiment, test: TestSpec | None, opts: RunOptions,
-                 stage: str) -> list[str]:
-    """The LightningCLI arguments of one fit (``test=None``) or one test pass."""
+                 stage: str, seed_index: int = 0, init: dict[str, Any] | None = None) -> list[str]:
+    """The LightningCLI arguments of one fit (``test=None``) or one test pass of training ``seed_index``; a fit
+    that starts from a stage-1 checkpoint gets it from ``init`` (``stage1_link``)."""
     configs = config_files(manifest, experiment, opts)
     args = [arg for config in configs for arg in ("--config", str(config))]
     if opts.data == "synthetic":
@@ -189,28 +123,36 @@ def compose_args(manifest: Manifest, experiment: Experiment, test: TestSpec | No
             args += list(test.args)
     if test is not None:
         args += list(experiment.test_args)
+    seed = training_seed(configs, seed_index, experiment.seeds)
+    if seed is not None:
+        args.append(f"--seed_everything={seed}")
+    if init is not None and test is None:
+        args.append(f"--model.init_args.init_from={init['checkpoint']}")
+        if init.get("modules") is not None:
+            args.append(f"--model.init_args.init_modules={json.dumps(init['modules'])}")
     args += batch_args(manifest, opts, configs)[0]
-    args += trainer_args(opts, run_dir(manifest, experiment, opts), stage, experiment.name, manifest.paper)
+    name = experiment.name + (f"/seed-{seed_index}" if experiment.seeds > 1 else "")
+    args += trainer_args(opts, run_dir(manifest, experiment, opts, seed_index), stage, name, manifest.paper)
     return [*args, *opts.overrides]
 
 
 def config_files(manifest: Manifest, experiment: Experiment, opts: RunOptions) -> tuple[Path, ...]:
-    """The paper's shared configs, then the experiment's data config (or the synthetic stand-in)."""
+    """The paper's shared configs, then the experiment's data configs (or the synthetic stand-in)."""
     if opts.data == "synthetic":
         return (*manifest.config, *manifest.synthetic_config)
-    return (*manifest.config, *(() if experiment.data is None else (experiment.data,)))
+    return (*manifest.config, *experiment.data)
 
 
 def dataset_roots(experiment: Experiment, opts: RunOptions) -> dict[str, str]:
-    """Datamodule argument -> the dataset's folder under the data root (``datamodules.check.DATASETS``)."""
-    from datamodules.check import DATASETS
+    """Datamodule argument -> the dataset's folder under the data root (``datamodules.registry.DATASETS``)."""
+    from datamodules.registry import DATASETS
 
     roots = {}
     for arg, dataset in experiment.roots.items():
         if dataset not in DATASETS:
             raise ManifestError(f"experiment {experiment.name}: unknown dataset {dataset!r} in roots; "
                                 f"known: {sorted(DATASETS)}")
-        roots[arg] = str(opts.data_root / DATASETS[dataset][2])
+        roots[arg] = str(DATASETS[dataset].root(opts.data_root))
     return roots
 
 
@@ -219,15 +161,16 @@ def dataset_roots(experiment: Experiment, opts: RunOptions) -> dict[str, str]:
 
 def check_datasets(selected: list[Experiment], opts: RunOptions) -> list[str]:
     """Run the dataset checker on every dataset the experiments need; the problems found (empty: all good)."""
-    from datamodules.check import DATASETS, check_dataset
+    from datamodules.check import check_dataset
+    from datamodules.registry import DATASETS, checked_as
 
     problems, seen = [], set()
     for experiment in selected:
-        for dataset in experiment.roots.values():
+        for dataset in map(checked_as, experiment.roots.values()):  # COFW-68's files are checked as COFW's
             if dataset in seen:
                 continue
             seen.add(dataset)
-            root = opts.data_root / DATASETS[dataset][2]
+            root = DATASETS[dataset].root(opts.data_root)
             if not root.is_dir():
                 problems.append(f"{dataset}: no folder {root}")
                 continue
@@ -237,24 +180,48 @@ def check_datasets(selected: list[Experiment], opts: RunOptions) -> list[str]:
     return problems
 
 
-def finished_tests(manifest: Manifest, experiment: Experiment, opts: RunOptions) -> dict[str, dict]:
-    """Test name -> its record, for the tests of ``experiment`` that already have one."""
+def finished_tests(manifest: Manifest, experiment: Experiment, opts: RunOptions,
+                   seed_index: int = 0) -> dict[str, dict]:
+    """Test name -> its record, for the tests of training ``seed_index`` of ``experiment`` that have one."""
     done = {}
     folder = results_dir(manifest, opts)
     if not (folder / "records").is_dir():
         return done
     for record in load_records(folder):
         tag = record.get("experiment") or {}
-        if (tag.get("paper"), tag.get("name"), tag.get("data")) == (manifest.paper, experiment.name, opts.data):
+        if (tag.get("paper"), tag.get("name"), tag.get("data"), tag.get("seed_index", 0)) == (
+                manifest.paper, experiment.name, opts.data, seed_index):
             done[tag.get("test")] = record
     return done
+
+
+def seed_tag(manifest: Manifest, experiment: Experiment, opts: RunOptions, seed_index: int) -> dict[str, Any]:
+    """What every record and fit summary of training ``seed_index`` says about its seed."""
+    seed = training_seed(config_files(manifest, experiment, opts), seed_index, experiment.seeds)
+    return {"seed": seed, "seed_index": seed_index, "seeds": experiment.seeds}
 
 
 def _callback(trainer, kind: type):
     return next((cb for cb in trainer.callbacks if isinstance(cb, kind)), None)
 
 
-def fit(manifest: Manifest, experiment: Experiment, opts: RunOptions) -> dict[str, Any]:
+def stage1_link(manifest: Manifest, experiment: Experiment, opts: RunOptions,
+                seed_index: int = 0) -> dict[str, Any] | None:
+    """The stage-1 checkpoint training ``seed_index`` starts from (``init_from``): stage 1's experiment, seed,
+    selected checkpoint with its SHA-256, and its training key. Stage 1 is trained here if it has not been."""
+    if experiment.init_from is None:
+        return None
+    stage1 = manifest.experiment(experiment.init_from.experiment)
+    index = seed_index if stage1.seeds > 1 else 0
+    say(f"    stage 1: {stage1.name}" + (f" (seed {index})" if stage1.seeds > 1 else ""))
+    fitted = fit(manifest, stage1, opts, index)
+    modules = experiment.init_from.modules
+    return {"experiment": stage1.name, "seed_index": index, "checkpoint": fitted["checkpoint"],
+            "sha256": sha256_file(fitted["checkpoint"]), "key": fitted["key"],
+            "modules": None if modules is None else list(modules)}
+
+
+def fit(manifest: Manifest, experiment: Experiment, opts: RunOptions, seed_index: int = 0) -> dict[str, Any]:
     """Train (or resume, or reuse a finished training); returns the fit summary with the selected checkpoint."""
     from pytorch_lightning.callbacks import ModelCheckpoint
 
@@ -263,22 +230,24 @@ def fit(manifest: Manifest, experiment: Experiment, opts: RunOptions) -> dict[st
     if not experiment.fit:
         say("    fit: none (an evaluation-only baseline)")
         return {"checkpoint": None, "monitor": None, "note": "evaluation-only baseline: nothing to fit"}
-    run = run_dir(manifest, experiment, opts)
+    run = run_dir(manifest, experiment, opts, seed_index)
     marker = run / "fit.json"
-    args = compose_args(manifest, experiment, None, opts, "fit")
-    key = training_key(args)
     if marker.is_file():
         summary = json.loads(marker.read_text())
         if Path(summary["checkpoint"]).is_file():
             say(f"    fit: done earlier, selected checkpoint {summary['checkpoint']}")
             return summary
+    link = stage1_link(manifest, experiment, opts, seed_index)
+    args = compose_args(manifest, experiment, None, opts, "fit", seed_index, link)
+    key = training_key(args, None if link is None else link["key"])
     for other in manifest.experiments:  # e.g. synthetic stand-ins of different datasets: one training serves all
-        done = run_dir(manifest, other, opts) / "fit.json"
-        if other.name != experiment.name and done.is_file():
-            summary = json.loads(done.read_text())
-            if summary.get("key") == key and Path(summary["checkpoint"]).is_file():
-                say(f"    fit: the same training as {other.name} (identical configuration); using its checkpoint")
-                return summary | {"shared_with": other.name}
+        for index in range(other.seeds):
+            done = run_dir(manifest, other, opts, index) / "fit.json"
+            if (other.name, index) != (experiment.name, seed_index) and done.is_file():
+                summary = json.loads(done.read_text())
+                if summary.get("key") == key and Path(summary["checkpoint"]).is_file():
+                    say(f"    fit: the same training as {other.name} (identical configuration); using its checkpoint")
+                    return summary | {"shared_with": other.name}
     cli = cli_main(args, run=False)
     checkpoint = _callback(cli.trainer, ModelCheckpoint)
     if checkpoint is None or checkpoint.monitor is None:
@@ -298,31 +267,38 @@ def fit(manifest: Manifest, experiment: Experiment, opts: RunOptions) -> dict[st
                "score": None if score is None else float(score), "epochs": cli.trainer.current_epoch,
                "fit_seconds": round(time.perf_counter() - start, 1), "log_dir": cli.trainer.log_dir,
                "loggers": [{"type": type(lg).__name__, "version": str(lg.version)} for lg in cli.trainer.loggers],
-               "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+               "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+               **seed_tag(manifest, experiment, opts, seed_index), "init_from": link}
     if cli.trainer.is_global_zero:
         atomic_write_bytes(marker, json.dumps(summary, indent=2).encode(), overwrite=True)
     say(f"    fit: selected {selected} ({checkpoint.monitor} = {summary['score']})")
     return summary
 
 
-def training_key(args: list[str]) -> str:
+def training_key(args: list[str], stage1_key: str | None = None) -> str:
     """Identifies a training by everything that shapes it: the configs' contents and the overrides (not where
-    it logs). Two experiments with the same key train the same model on the same data with the same seed."""
+    it logs). Two experiments with the same key train the same model on the same data with the same seed. A
+    training that starts from a stage-1 checkpoint is keyed by stage 1's key (``stage1_key``), not by the
+    checkpoint's path, so that it is the same training wherever stage 1 ran and another one when stage 1 changes."""
+    skip = ("--trainer.default_root_dir=", "--trainer.logger=", *(("--model.init_args.init_from=",) if stage1_key
+                                                                   else ()))
     parts = []
     for i, arg in enumerate(args):
-        if arg.startswith(("--trainer.default_root_dir=", "--trainer.logger=")):
+        if arg.startswith(skip):
             continue
         parts.append(Path(arg).read_text() if i and args[i - 1] == "--config" else arg)
+    if stage1_key is not None:
+        parts.append(f"stage 1: {stage1_key}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 def test(manifest: Manifest, experiment: Experiment, spec: TestSpec, fitted: dict[str, Any],
-         opts: RunOptions) -> Path | None:
+         opts: RunOptions, seed_index: int = 0) -> Path | None:
     """One test pass of the selected checkpoint; returns the record's path (on the first process)."""
     from experiments.cli import main as cli_main
     from leaderboard.callback import EvaluationRecorder
 
-    cli = cli_main(compose_args(manifest, experiment, spec, opts, f"test-{spec.name}"), run=False)
+    cli = cli_main(compose_args(manifest, experiment, spec, opts, f"test-{spec.name}", seed_index), run=False)
     recorder = _callback(cli.trainer, EvaluationRecorder)
     if recorder is None:
         recorder = EvaluationRecorder()
@@ -333,24 +309,31 @@ def test(manifest: Manifest, experiment: Experiment, spec: TestSpec, fitted: dic
     recorder.cost_repeats = opts.cost_repeats
     recorder.experiment = {"paper": manifest.paper, "name": experiment.name, "test": spec.name, "data": opts.data,
                            "dataset": spec.dataset, "manifest": str(manifest.path), "fit": fitted,
+                           **seed_tag(manifest, experiment, opts, seed_index), "init_from": fitted.get("init_from"),
                            **batch_args(manifest, opts, config_files(manifest, experiment, opts))[1], **opts.extra}
     cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=fitted["checkpoint"], weights_only=True)
     return recorder.last_record
 
 
 def run_experiment(manifest: Manifest, experiment: Experiment, opts: RunOptions) -> list[Path]:
-    done = finished_tests(manifest, experiment, opts)
-    todo = [t for t in experiment.tests if t.name not in done]
-    if not todo:
-        say(f"    done earlier: {len(done)} record(s)")
-        return [Path(r["_path"]) for r in done.values()]
-    fitted = fit(manifest, experiment, opts)
-    written = [Path(r["_path"]) for r in done.values()]
-    for spec in todo:
-        say(f"    test: {spec.name} ({spec.dataset})")
-        path = test(manifest, experiment, spec, fitted, opts)
-        if path is not None:
-            written.append(path)
+    """Every training of ``experiment`` (one per seed) and its tests, skipping what has a record."""
+    written: list[Path] = []
+    for index in range(experiment.seeds):
+        if experiment.seeds > 1:
+            say(f"    seed {index + 1}/{experiment.seeds} "
+                f"(seed_everything={seed_tag(manifest, experiment, opts, index)['seed']})")
+        done = finished_tests(manifest, experiment, opts, index)
+        written += [Path(r["_path"]) for r in done.values()]
+        todo = [t for t in experiment.tests if t.name not in done]
+        if not todo:
+            say(f"    done earlier: {len(done)} record(s)")
+            continue
+        fitted = fit(manifest, experiment, opts, index)
+        for spec in todo:
+            say(f"    test: {spec.name} ({spec.dataset})")
+            path = test(manifest, experiment, spec, fitted, opts, index)
+            if path is not None:
+                written.append(path)
     return written
 
 
@@ -360,12 +343,12 @@ def run_experiment(manifest: Manifest, experiment: Experiment, opts: RunOptions)
 def reproduce(manifest: Manifest, opts: RunOptions) -> int:
     """Run every (selected) experiment of ``manifest``, then render its tables. Returns an exit code."""
     start = time.perf_counter()
-    _new_invocation()
-    experiments_ = [e for e in manifest.experiments if not opts.only or e.name in opts.only]
+    new_invocation()
     unknown = set(opts.only) - {e.name for e in manifest.experiments}
     if unknown:
         raise ManifestError(f"unknown experiments {sorted(unknown)}; {manifest.path} has "
                             f"{[e.name for e in manifest.experiments]}")
+    experiments_ = manifest.run_order(opts.only)  # with the stage-1 experiments they start from, those first
     say(f"== reproduce {manifest.paper}: {manifest.title}\n   data: {opts.data}; {len(experiments_)} experiment(s); "
         f"{opts.devices} device(s) x {opts.nodes} node(s); results: {results_dir(manifest, opts)}")
     if opts.data == "real" and opts.check != "none":

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from test_leaderboard import NORMALIZERS, fixture_predictions, fixture_record
+from record_fixtures import NORMALIZERS, fixture_predictions, fixture_record
+from runner_fixtures import DATA, ROOT, TINY, options, tiny_manifest
 
 from datamodules.synthetic import SUBSET_SCHEMES, SyntheticFaceSource
 from experiments.cli import main as cli_main
@@ -21,43 +22,6 @@ from leaderboard.manifest import ManifestError, available_papers, load_manifest
 from leaderboard.references import Reproduced, load_references, paper_table, render
 from leaderboard.store import load_predictions, load_records, write_record
 from lightning_modules.schedules import StepDivisorsLR
-
-ROOT = Path(__file__).resolve().parents[1]
-HOURGLASS = ROOT / "experiments" / "hourglass"
-TINY = ["--data.init_args.train_size=48", "--data.init_args.val_size=16", "--data.init_args.test_size=18",
-        "--data.init_args.num_workers=0", "--data.init_args.image_size=96", "--trainer.max_epochs=1",
-        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
-
-
-def tiny_manifest(tmp_path: Path, extra_args: list[str] = (), experiments: list[dict] | None = None) -> Path:
-    """A two-experiment manifest on the hourglass configs, sized for seconds of CPU."""
-    experiments = experiments or [
-        {"name": "hg-300w", "method": "HGs", "data": str(HOURGLASS / "data" / "300w.yaml"), "roots": {"root": "300w"},
-         "tests": [{"name": "300w", "dataset": "300W", "synthetic": "300w"}]},
-        {"name": "hg-aflw2000", "method": "HGs", "data": str(HOURGLASS / "data" / "aflw.yaml"),
-         "roots": {"root": "aflw"},
-         "tests": [{"name": "aflw2000", "dataset": "AFLW2000-3D", "synthetic": "aflw2000", "normalizer": "bbox",
-                    "derived": {"mean": ["yaw_0_30", "yaw_30_60", "yaw_60_90"]}}]},
-    ]
-    for e in experiments:
-        e["synthetic_args"] = [*TINY, *extra_args]
-    manifest = {"paper": "tiny", "title": "Tiny", "references": "tab", "batch": {"total": 16},
-                "config": [str(HOURGLASS / "model.yaml")],
-                "synthetic": {"config": [str(HOURGLASS / "synthetic_small.yaml")]},
-                "experiments": experiments,
-                "tables": [{"table": "Table 2", "rows": {"HRNet": "hg-300w"}},
-                           {"table": "Table 7", "rows": {"3DDFA": "hg-aflw2000"}}]}
-    names = {e["name"] for e in experiments}
-    manifest["tables"] = [t for t in manifest["tables"] if set(t["rows"].values()) <= names]
-    path = tmp_path / "manifest.yaml"
-    path.write_text(yaml.safe_dump(manifest))
-    return path
-
-
-def options(tmp_path: Path, **kw) -> runner.RunOptions:
-    return runner.RunOptions(**({"data": "synthetic", "results": tmp_path / "results", "workdir": tmp_path / "runs",
-                                 "cost_repeats": 1, "wandb": False} | kw))
-
 
 # --- manifests ----------------------------------------------------------------------------------------------
 
@@ -256,9 +220,9 @@ def test_reproduce_on_synthetic_data_is_resumable(tmp_path, monkeypatch, capsys)
 def test_test_args_change_the_test_passes_only_and_keep_one_training(tmp_path):
     """Table V's "MSE+SDT": the HGs training, tested with another decoder. test_args are never part of the fit."""
     experiments = [
-        {"name": "hg", "method": "HGs", "data": str(HOURGLASS / "data" / "300w.yaml"), "roots": {"root": "300w"},
+        {"name": "hg", "method": "HGs", "data": str(DATA / "300w.yaml"), "roots": {"root": "300w"},
          "tests": [{"name": "300w", "dataset": "300W", "synthetic": "300w"}]},
-        {"name": "hg-soft", "method": "HGs (soft-argmax)", "data": str(HOURGLASS / "data" / "300w.yaml"),
+        {"name": "hg-soft", "method": "HGs (soft-argmax)", "data": str(DATA / "300w.yaml"),
          "roots": {"root": "300w"}, "test_args": ["--model.init_args.decoder=soft_argmax"],
          "tests": [{"name": "300w", "dataset": "300W", "synthetic": "300w"}]},
     ]
