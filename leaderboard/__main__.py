@@ -1,4 +1,5 @@
-"""``python -m leaderboard <command> ...``: reproduce, render, submit, gate (``<command> --help`` for each)."""
+"""``python -m leaderboard <command> ...``: reproduce, render, paper-tables, submit, gate (``<command> --help``
+for each)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 COMMANDS = {
     "reproduce": "leaderboard.runner",
     "render": "leaderboard.render",
+    "paper-tables": "leaderboard.paper_tables",
     "submit": "leaderboard.submit",
     "gate": "leaderboard.gate",
 }

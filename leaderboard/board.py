@@ -16,7 +16,6 @@ different image sets are not paired ("n/a (different images)").
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,14 +28,6 @@ from leaderboard.stats import aligned_nme, bootstrap_ci, paired_test
 
 CONFIDENCE = 0.95
 MISSING = "—"
-
-
-@dataclass
-class Table:
-    """A formatted table: strings only, the first column names the method."""
-
-    title: str
-    frame: pd.DataFrame
 
 
 def nme_ci(values: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:

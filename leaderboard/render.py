@@ -17,7 +17,7 @@ Statistics. Every number is re-scored from the stored per-image predictions, wit
 paired test against a baseline; ``leaderboard.board`` says exactly how.
 
 Modules. ``leaderboard.entries`` collects the records, ``leaderboard.board`` computes and formats the numbers,
-``leaderboard.sections`` assembles one test set's leaderboard (facts, tables, CED plots), ``leaderboard.pages``
+``leaderboard.sections`` assembles one test set's leaderboard (facts, tables, CED plots), ``leaderboard.document``
 writes Markdown, LaTeX and HTML; this module ties them together and is the command line.
 """
 
@@ -28,22 +28,30 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-# Also imported from here by others: CSS (leaderboard.references), and the collecting and frame functions (tests).
+# Also imported from here by others: the collecting and frame functions (tests).
 from leaderboard.board import leaderboard_frame, subset_frame
+from leaderboard.document import Document, Section, write_document
 from leaderboard.entries import NoRecordsError, collect_entries, group_by_test_set, keep_newest, load_usable
-from leaderboard.pages import CSS, to_html, to_latex, to_markdown
 from leaderboard.sections import build_section
-from leaderboard.store import atomic_write_bytes
 
-__all__ = ["CSS", "NoRecordsError", "collect_entries", "keep_newest", "leaderboard_frame", "load_usable", "main",
-           "render_leaderboards", "subset_frame"]
+__all__ = ["NoRecordsError", "collect_entries", "keep_newest", "leaderboard_frame", "load_usable", "main",
+           "render_leaderboards", "subset_frame", "leaderboard_sections"]
 
 
 def render_leaderboards(results_dirs: list[Path], out_dir: Path, normalizer: str | None = None,
                         thresholds: Sequence[float] | None = None, baseline: str | None = None, n_boot: int = 2000,
-                        seed: int = 0, title: str = "Leaderboard", html_preamble: str = "") -> dict[str, Path]:
+                        seed: int = 0, title: str = "Leaderboard", before: Sequence[Section] = ()) -> dict[str, Path]:
     """Render every test set's leaderboard found under ``results_dirs`` into ``out_dir``; returns the paths
-    ``{"markdown", "latex", "html"}``. Raises :class:`NoRecordsError` when there is no record."""
+    ``{"markdown", "latex", "html"}``. ``before``: sections placed first (the runner's paper tables). Raises
+    :class:`NoRecordsError` when there is no record."""
+    sections, notes = leaderboard_sections(results_dirs, out_dir, normalizer, thresholds, baseline, n_boot, seed)
+    return write_document(Document(title, [*before, *sections], notes=notes), out_dir, "leaderboard")
+
+
+def leaderboard_sections(results_dirs: list[Path], out_dir: Path, normalizer: str | None = None,
+                         thresholds: Sequence[float] | None = None, baseline: str | None = None, n_boot: int = 2000,
+                         seed: int = 0) -> tuple[list[Section], list[str]]:
+    """One section per test set (CED plots written under ``out_dir/plots``) and the page's notes."""
     out_dir = Path(out_dir)
     entries, notes = collect_entries([Path(d) for d in results_dirs])
     if not entries:
@@ -58,12 +66,7 @@ def render_leaderboards(results_dirs: list[Path], out_dir: Path, normalizer: str
             notes.append(f"{test_set}: no record could be scored under normaliser {normalizer}; left out.")
         else:
             sections.append(section)
-    outputs = {"markdown": (out_dir / "leaderboard.md", to_markdown(sections, title, notes)),
-               "latex": (out_dir / "leaderboard.tex", to_latex(sections, title, notes)),
-               "html": (out_dir / "leaderboard.html", to_html(sections, title, out_dir, notes, html_preamble))}
-    written = {key: atomic_write_bytes(path, text.encode("utf-8"), overwrite=True) for key, (path, text) in
-               outputs.items()}
-    return written
+    return sections, notes
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ start from its checkpoint, ``init_from``), and for each of its seeds (``seeds``)
 2. **test** the selected checkpoint on every test set of the experiment; each pass writes one evaluation
    record + predictions (``EvaluationRecorder``) under ``<results>/<paper>/<data>/``, with the experiment, its
    seed, the stage-1 link, the world size, the total batch and the model's cost (parameters, MACs, images/s);
-3. render the paper's tables (reported / reproduced / difference, ``leaderboard.references``) and the
+3. render the paper's tables (reported / reproduced / difference, ``leaderboard.paper_tables``) and the
    per-dataset leaderboards with CED plots (``leaderboard.render``).
 
 Resumable, per seed: a test with a record is skipped, a finished fit (``fit.json`` beside its checkpoints) is
@@ -378,17 +378,20 @@ def reproduce(manifest: Manifest, opts: RunOptions) -> int:
 
 
 def render_outputs(manifest: Manifest, opts: RunOptions) -> dict[str, Path]:
-    """The paper's tables (tables.md / .tex / .html) and one report page: the paper tables, then the
-    per-dataset leaderboards with statistics, cost and CED plots (``leaderboard.render``)."""
-    from leaderboard.references import render, write_paper_tables
+    """The paper's tables the manifest fills (tables.md / .tex / .html, ``leaderboard.paper_tables``) and one
+    report page: those tables, then the per-dataset leaderboards with statistics, cost and CED plots."""
+    from leaderboard.document import write_document
+    from leaderboard.paper_tables import paper_document
     from leaderboard.render import render_leaderboards
 
     folder = results_dir(manifest, opts)
-    synthetic = opts.data == "synthetic"
-    outputs = write_paper_tables(manifest, folder, folder / "tables", synthetic=synthetic)
+    tables = paper_document(manifest.references, manifest, folder, opts.data == "synthetic",
+                            tables=[spec.table for spec in manifest.tables], command="python -m leaderboard reproduce")
+    outputs = write_document(tables, folder / "tables", "tables")
     boards = render_leaderboards([folder], folder / "report", title=f"{manifest.title} ({opts.data} data)",
-                                 html_preamble=render(manifest, folder, synthetic)["html"])
-    return outputs | {f"report {kind}": path for kind, path in boards.items()}
+                                 before=tables.sections)
+    return {f"tables {kind}": path for kind, path in outputs.items()} | \
+        {f"report {kind}": path for kind, path in boards.items()}
 
 
 def parse_args(argv: list[str]) -> tuple[str, RunOptions]:

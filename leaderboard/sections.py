@@ -1,13 +1,12 @@
-"""One test set's leaderboard as a :class:`Section`: the header facts stating how every number was computed,
-the formatted tables, the CED plots (written as PNG files), notes and record sources. The page writers
-(``leaderboard.pages``) only lay sections out, so every output format says the same things.
+"""One test set's leaderboard as a document :class:`~leaderboard.document.Section`: the header facts stating how
+every number was computed, the formatted tables, the CED plots (written as PNG files), notes and record sources.
+The writers of ``leaderboard.document`` only lay sections out, so every output format says the same things.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -16,12 +15,12 @@ from landmarks.metrics import AUC_STEP, DEFAULT_THRESHOLDS, FULL
 from leaderboard.board import (
     CONFIDENCE,
     MISSING,
-    Table,
     format_full,
     format_subsets,
     leaderboard_frame,
     subset_frame,
 )
+from leaderboard.document import Figure, Section, Table, slug
 from leaderboard.entries import (
     Entry,
     has_subset,
@@ -32,27 +31,9 @@ from leaderboard.entries import (
     subsets_of,
 )
 from leaderboard.plots import plot_ced
+from leaderboard.words import protocol_words
 
 PROTOCOL_KEYS = ("layout", "crop", "input_size", "annotation", "flip_test")
-
-
-@dataclass
-class Section:
-    """Everything shown for one test set, independent of the output format."""
-
-    test_set: str
-    anchor: str
-    warning: str | None = None
-    facts: list[tuple[str, str]] = field(default_factory=list)
-    tables: list[Table] = field(default_factory=list)
-    plots: list[tuple[str, Path]] = field(default_factory=list)  # (caption, path relative to the output folder)
-    notes: list[str] = field(default_factory=list)
-    sources: list[str] = field(default_factory=list)
-
-
-def slug(text: str) -> str:
-    """A GitHub-style heading anchor (lowercase; letters, digits, ``-`` and ``_``)."""
-    return re.sub(r"[^a-z0-9_-]", "", text.strip().lower().replace(" ", "-")) or "section"
 
 
 def _file_slug(text: str) -> str:
@@ -78,12 +59,7 @@ def _auc_rule(entries: Sequence[Entry]) -> str:
 
 def _protocol(entries: Sequence[Entry]) -> tuple[str, list[str]]:
     """The first entry's protocol in words, and a note for each protocol field on which entries differ."""
-    p = entries[0].record["protocol"]
-    crop = p.get("crop") or {}
-    text = (f"layout {p.get('layout')}, crop box {crop.get('box_source')} x {crop.get('scale')}, input "
-            f"{p.get('input_size')} px, flip test {p.get('flip_test')}")
-    if p.get("annotation"):
-        text += f", annotation {p.get('annotation')}"
+    text = protocol_words(entries[0].record["protocol"])
     notes = []
     for key in PROTOCOL_KEYS:
         values = {e.label: e.record["protocol"].get(key) for e in entries}
@@ -162,7 +138,7 @@ def _facts(test_set: str, entries: Sequence[Entry], full: pd.DataFrame, by_subse
 
 
 def _plots(test_set: str, entries: Sequence[Entry], order: Sequence[str], normalizer: str, subsets: Sequence[str],
-           thresholds: Sequence[float], out_dir: Path) -> list[tuple[str, Path]]:
+           thresholds: Sequence[float], out_dir: Path) -> list[Figure]:
     by_label = {e.label: e for e in entries}
     plots = []
     for subset in subsets:
@@ -171,9 +147,15 @@ def _plots(test_set: str, entries: Sequence[Entry], order: Sequence[str], normal
         relative = Path("plots") / f"ced__{_file_slug(test_set)}__{_file_slug(subset)}__{_file_slug(normalizer)}.png"
         caption = f"CED, {test_set}, {subset} ({normalizer})"
         plot_ced(curves, out_dir / relative, max(thresholds), title=caption)
-        plots.append((caption, relative))
+        plots.append(Figure(caption, relative))
     return plots
 
+
+
+def frame_table(title: str, frame: pd.DataFrame) -> Table:
+    """A document table from a frame of strings whose first column names the method."""
+    return Table(title, [str(c) for c in frame.columns], [[str(v) for v in row] for row in frame.itertuples(
+        index=False)])
 
 
 def build_section(test_set: str, entries: Sequence[Entry], out_dir: Path, normalizer: str | None = None,
@@ -199,10 +181,10 @@ def build_section(test_set: str, entries: Sequence[Entry], out_dir: Path, normal
     section.warning = _synthetic_warning(order)
     section.facts = _facts(test_set, order, full, by_subset, subsets, norm, thresholds, n_boot, seed)
     with_cost = any(e.record.get("cost") for e in order)
-    section.tables.append(Table("Full test set", format_full(full, thresholds, with_cost)))
+    section.tables.append(frame_table("Full test set", format_full(full, thresholds, with_cost)))
     if len(subsets) > 1:
-        section.tables.append(Table("NME by subset (%) [95% CI]", format_subsets(by_subset, subsets)))
-    section.plots = _plots(test_set, order, list(full.index), norm, subsets, thresholds, out_dir)
+        section.tables.append(frame_table("NME by subset (%) [95% CI]", format_subsets(by_subset, subsets)))
+    section.figures = _plots(test_set, order, list(full.index), norm, subsets, thresholds, out_dir)
     section.notes += _protocol(order)[1] + [n for e in order for n in _expected_notes(e, by_subset, subsets)]
     section.sources = [_source(e) for e in order]
     return section

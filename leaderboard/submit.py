@@ -54,13 +54,10 @@ from leaderboard.store import (
 
 def published_test_set_sizes() -> dict[str, int]:
     """Test-set name (as the datamodules name their test sources) -> published number of images, from the
-    datamodules' own constants."""
-    from datamodules import aflw, aflw2000, cofw, w300, wflw
+    registry of benchmark datasets (``datamodules.registry``)."""
+    from datamodules import registry
 
-    sizes = {f"300w-{name}": sum(w300.FOLDERS[f][1] for f in folders) for name, folders in w300.TEST_SETS.items()}
-    sizes["masked-300w-test"] = sum(size for _, size, _ in w300.MASKED_FOLDERS.values())
-    return sizes | {"wflw-test": wflw.EXPECTED["test"], "cofw-test": cofw.SPLITS["test"][1],
-                    "cofw68-test": cofw.COFW68_SIZE, "aflw-test": aflw.TEST_SIZE, "aflw2000-3d": aflw2000.AFLW2000_SIZE}
+    return registry.published_test_set_sizes()
 
 
 # A submitted record of a test set listed here must evaluate that many images (unless ``expected.partial``).

@@ -1,4 +1,5 @@
-"""Result tables derived from evaluation records (never edited by hand): methods x subsets, per test set."""
+"""Result tables derived from evaluation records (never edited by hand): methods x subsets, per test set, as a
+document (``leaderboard.document``); the demo prints and writes them."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from typing import Any
 
 import pandas as pd
 
-from landmarks.metrics import AUC_STEP, FULL
+from landmarks.metrics import FULL
+from leaderboard.document import Document, Section, Table, slug, to_markdown
+from leaderboard.words import metric_words, protocol_words
 
 DEFAULT_METRICS = ("nme", "fr@0.1", "auc@0.1")
 TITLES = {"nme": "NME (%), std in parentheses", "nme_visible": "NME over visible points (%)"}
@@ -57,32 +60,34 @@ def _format(frame: pd.DataFrame, metric: str, std: pd.DataFrame | None) -> pd.Da
     return out
 
 
-def protocol_note(record: dict[str, Any], normalizer: str | None = None) -> str:
-    """One line stating how every number of a table was computed."""
-    p = record["protocol"]
-    norm = normalizer or p["primary_normalizer"]
-    crop = p.get("crop", {})
-    return (f"Test set `{record['test_set']}`, layout {p.get('layout')}, normaliser **{norm}** over all points; "
-            f"NME and FR in %, FR@t = % of images with NME > t; AUC@t as a fraction, trapezoid rule on a "
-            f"{AUC_STEP:g} grid over [0, t]; crop: box `{crop.get('box_source')}` x {crop.get('scale')} at "
-            f"{p.get('input_size')} px; flip test: {p.get('flip_test')}.")
+def results_document(records: Sequence[dict[str, Any]], normalizer: str | None = None,
+                     metrics: Sequence[str] = DEFAULT_METRICS, title: str = "Results") -> Document:
+    """Per test set, its protocol, then one table per metric (methods x subsets)."""
+    if not records:
+        raise ValueError("no records to render")
+    by_test_set: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_test_set.setdefault(record["test_set"], []).append(record)
+    sections = []
+    for test_set, group in by_test_set.items():
+        norm = normalizer or group[0]["protocol"]["primary_normalizer"]
+        sizes = ", ".join(f"{s} {int(v['n'])}" for s, v in group[0]["metrics"][norm].items())
+        section = Section(test_set, slug(test_set), table_titles="bold", facts=[
+            ("Test set", f"`{test_set}`; faces: {sizes}"),
+            ("Normaliser", f"**{norm}** over all points; {metric_words()}"),
+            ("Protocol", protocol_words(group[0]["protocol"])),
+        ])
+        for metric in metrics:
+            std = metrics_table(group, "nme_std", normalizer) if metric == "nme" else None
+            frame = _format(metrics_table(group, metric, normalizer), metric, std)
+            section.tables.append(Table(_title(metric), ["method", *map(str, frame.columns)],
+                                        [[str(i), *map(str, row)] for i, row in zip(frame.index, frame.values,
+                                                                                     strict=True)]))
+        sections.append(section)
+    return Document(title, sections, command="python -m experiments.demo", contents=False)
 
 
 def render_markdown(records: Sequence[dict[str, Any]], normalizer: str | None = None,
                     metrics: Sequence[str] = DEFAULT_METRICS, title: str = "Results") -> str:
-    """Markdown: per test set, its protocol, then one table per metric (methods x subsets)."""
-    if not records:
-        raise ValueError("no records to render")
-    parts = [f"# {title}", ""]
-    by_test_set: dict[str, list[dict[str, Any]]] = {}
-    for record in records:
-        by_test_set.setdefault(record["test_set"], []).append(record)
-    for test_set, group in by_test_set.items():
-        norm = normalizer or group[0]["protocol"]["primary_normalizer"]
-        sizes = ", ".join(f"{s} {int(v['n'])}" for s, v in group[0]["metrics"][norm].items())
-        parts += [f"## {test_set}", "", protocol_note(group[0], normalizer), f"Faces: {sizes}.", ""]
-        for metric in metrics:
-            std = metrics_table(group, "nme_std", normalizer) if metric == "nme" else None
-            frame = _format(metrics_table(group, metric, normalizer), metric, std)
-            parts += [f"**{_title(metric)}**", "", frame.to_markdown(stralign="right", disable_numparse=True), ""]
-    return "\n".join(parts)
+    """Markdown of :func:`results_document`."""
+    return to_markdown(results_document(records, normalizer, metrics, title))

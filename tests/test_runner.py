@@ -18,8 +18,17 @@ from datamodules.synthetic import SUBSET_SCHEMES, SyntheticFaceSource
 from experiments.cli import main as cli_main
 from landmarks.metrics import NMEMetric, per_image_nme
 from leaderboard import runner
+from leaderboard.document import to_markdown
+from leaderboard.layouts import load_layouts
 from leaderboard.manifest import ManifestError, available_papers, load_manifest
-from leaderboard.references import Reproduced, load_references, paper_table, render
+from leaderboard.paper_tables import (
+    Reproduced,
+    build_tables,
+    find_value,
+    load_references,
+    paper_document,
+    table_values,
+)
 from leaderboard.store import load_predictions, load_records, write_record
 from lightning_modules.schedules import StepDivisorsLR
 
@@ -145,20 +154,24 @@ def test_paper_table_cells_are_rescored_from_predictions(tmp_path):
                  tmp_path / "res")
     reproduced = Reproduced(manifest, tmp_path / "res")
     references = load_references()
-    text, numbers = paper_table(references, manifest, "Table 7", reproduced, {"3DDFA": "hg-aflw2000"})
-    assert list(numbers.index) == list(dict.fromkeys(references[(references.paper == "tab") &
-                                                                 (references.table == "Table 7")].method))
+    layout = load_layouts().get("tab", "Table 7")
+    values = table_values(layout, references, reproduced, {"3DDFA": "hg-aflw2000"})
+    table = build_tables(layout, values, with_reproduced=True)[0]
+    assert [row[0] for row in table.rows] == list(dict.fromkeys(references[(references.paper == "tab") &
+                                                                           (references.table == "Table 7")].method))
     err = np.linalg.norm(preds["pred"] - preds["target"], axis=-1).mean(1) / preds["norm"][:, 1] * 100
-    for column, subset in ((0, "yaw_0_30"), (1, "yaw_30_60")):
+    for column, label in ((0, "0° to 30°"), (1, "30° to 60°")):
         rows = preds["subset_mask"][:, column]
-        assert numbers.loc["3DDFA", (subset + " NME", "reproduced")] == pytest.approx(err[rows].mean(), rel=1e-9)
+        assert find_value(values, layout, "3DDFA", label).reproduced == pytest.approx(err[rows].mean(), rel=1e-9)
     # yaw_60_90 is not in these predictions: the bin and the mean over bins stay empty, never a wrong number.
-    assert np.isnan(numbers.loc["3DDFA", ("yaw_60_90 NME", "reproduced")])
-    assert np.isnan(numbers.loc["3DDFA", ("mean NME", "reproduced")])
-    got = numbers.loc["3DDFA", ("yaw_0_30 NME", "reproduced")]
-    assert numbers.loc["3DDFA", ("yaw_0_30 NME", "Δ")] == pytest.approx(got - 3.78)
-    assert text.loc["3DDFA", ("yaw_0_30 NME", "Δ")] == f"{got - 3.78:+.2f}"
-    assert text.loc["SDM", ("yaw_0_30 NME", "reproduced")] == "—"
+    assert find_value(values, layout, "3DDFA", "60° to 90°").reproduced is None
+    assert find_value(values, layout, "3DDFA", "Mean").reproduced is None
+    cell = find_value(values, layout, "3DDFA", "0° to 30°")
+    assert cell.delta == pytest.approx(cell.reproduced - 3.78)
+    row = next(r for r in table.rows if r[0] == "3DDFA")
+    image_std = err[preds["subset_mask"][:, 0]].std()  # the reproduced std over images, in parentheses
+    assert row[1:4] == ["3.78", f"{cell.reproduced:.2f} ({image_std:.2f})", f"{cell.reproduced - 3.78:+.2f}"]
+    assert next(r for r in table.rows if r[0] == "SDM")[2] == "—"
 
 
 def test_derived_mean_over_yaw_bins(tmp_path):
@@ -170,12 +183,12 @@ def test_derived_mean_over_yaw_bins(tmp_path):
     preds["subsets"] = np.array(["yaw_0_30", "yaw_30_60", "yaw_60_90"])
     record = _tagged_record(preds, "hg-aflw2000", "aflw2000")
     write_record(record, preds, tmp_path / "res")
-    _, numbers = paper_table(load_references(), manifest, "Table 7", Reproduced(manifest, tmp_path / "res"),
-                             {"3DDFA": "hg-aflw2000"})
+    layout = load_layouts().get("tab", "Table 7")
+    values = table_values(layout, load_references(), Reproduced(manifest, tmp_path / "res"), {"3DDFA": "hg-aflw2000"})
     per_image = per_image_nme(torch.from_numpy(preds["pred"]), torch.from_numpy(preds["target"]),
                               torch.from_numpy(preds["norm"][:, 1])).numpy() * 100
     expected = np.mean([per_image[bins == b].mean() for b in range(3)])
-    assert numbers.loc["3DDFA", ("mean NME", "reproduced")] == pytest.approx(expected, rel=1e-9)
+    assert find_value(values, layout, "3DDFA", "Mean").reproduced == pytest.approx(expected, rel=1e-9)
 
 
 # --- reproduce end to end -----------------------------------------------------------------------------------
@@ -310,7 +323,7 @@ def test_rendered_paper_tables_golden(tmp_path):
     record["experiment"] |= {"fit": {"monitor": "val/nme", "mode": "min", "epochs": 3}, "world_size": 1,
                              "total_batch": 16}
     write_record(record, preds, tmp_path / "res")
-    markdown = render(manifest, tmp_path / "res", synthetic=True)["markdown"]
+    markdown = to_markdown(paper_document("tab", manifest, tmp_path / "res", True, tables=["Table 2"]))
     golden = ROOT / "tests" / "data" / "golden" / "paper_tables.md"
     if os.environ.get("UPDATE_GOLDEN"):
         golden.parent.mkdir(parents=True, exist_ok=True)

@@ -11,8 +11,9 @@ import yaml
 from runner_fixtures import options, tiny_manifest
 
 from leaderboard import runner
+from leaderboard.layouts import load_layouts
 from leaderboard.manifest import load_manifest
-from leaderboard.references import Reproduced, load_references, paper_table
+from leaderboard.paper_tables import Reproduced, build_tables, find_value, load_references, table_values
 from leaderboard.store import load_predictions, load_records
 
 TEST_300W = {"name": "300w", "dataset": "300W", "synthetic": "300w"}
@@ -103,7 +104,11 @@ def test_seeds_train_and_record_each_seed_and_resume_per_seed(tmp_path, monkeypa
 
     # The paper table: mean and sample std over the seeds of each seed's NME, computed here with numpy.
     reproduced = Reproduced(manifest, folder)
-    text, numbers = paper_table(load_references(), manifest, "Table 2", reproduced, {"HRNet": "hg-300w"})
+    layout = load_layouts().get("tab", "Table 2")
+    values = table_values(layout, load_references(), reproduced, {"HRNet": "hg-300w"})
+    table = build_tables(layout, values, with_reproduced=True)[0]
+    row = next(r for r in table.rows if r[0] == "HRNet")
+    columns = {"common": "Common Subset", "full": "Fullset"}
     per_seed = {"full": [], "common": []}
     for i in range(2):
         preds = load_predictions(by_name(load_records(folder))[("hg-300w", i)], folder)
@@ -111,11 +116,12 @@ def test_seeds_train_and_record_each_seed_and_resume_per_seed(tmp_path, monkeypa
         nme = distance / preds["norm"][:, list(preds["normalizers"]).index("inter_ocular")] * 100
         per_seed["full"].append(nme.mean())
         per_seed["common"].append(nme[preds["subset_mask"][:, list(preds["subsets"]).index("common")]].mean())
-    for subset, values in per_seed.items():
-        mean, std = np.mean(values), np.std(values, ddof=1)
-        assert numbers.loc["HRNet", (f"{subset} NME", "reproduced")] == pytest.approx(mean, rel=1e-9)
-        assert text.loc["HRNet", (f"{subset} NME", "reproduced")] == f"{mean:.2f} ± {std:.2f}"
-    reported = numbers.loc["HRNet", ("full NME", "reported")]
-    assert numbers.loc["HRNet", ("full NME", "Δ")] == pytest.approx(np.mean(per_seed["full"]) - reported)
+    for subset, nmes in per_seed.items():
+        mean, std = np.mean(nmes), np.std(nmes, ddof=1)
+        cell = find_value(values, layout, "HRNet", columns[subset])
+        assert cell.reproduced == pytest.approx(mean, rel=1e-9)
+        assert f"{mean:.2f} ± {std:.2f}" in row  # the reproduced column of that cell, as printed
+    full = find_value(values, layout, "HRNet", "Fullset")
+    assert full.delta == pytest.approx(np.mean(per_seed["full"]) - full.reported)
     rendered = (folder / "tables" / "tables.md").read_text()
     assert "mean ± standard deviation (n - 1) over 2 seeds (of 2; seeds 0, 1)" in rendered
