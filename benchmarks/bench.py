@@ -10,6 +10,8 @@
 4. One training step of the demo hourglass in fp32 vs bf16-mixed autocast, with and without channels_last.
 5. MHHN (``bench_mhhn.py``): batched SDT decoding vs a per-landmark numpy loop (speed ratio, max difference);
    MCG block time and peak memory per image, SDPA vs the explicit N x N matrix, fp32 and bf16.
+6. Loader-fed training (``bench_feed.py``): time per training step of the demo hourglass fed by the synthetic
+   loader / time per step on the same batches pre-loaded, with and without the in-memory faces.
 
 Options: ``--quick`` runs fewer repetitions (for a smoke test).
 """
@@ -27,7 +29,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-from bench_mhhn import bench_mcg, bench_sdt  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from bench_feed import bench_loader_feed  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from bench_mhhn import bench_mcg, bench_sdt  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
@@ -59,7 +62,7 @@ def timed(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
 def bench_data(n: int, input_size: int, batch_size: int) -> pd.DataFrame:
     dm = SyntheticFaceDataModule(train_size=n + 8, val_size=8, test_size=8, image_size=int(input_size * 1.5),
                                  input_size=input_size, batch_size=batch_size, num_workers=0,
-                                 augment=AugmentConfig())
+                                 augment=AugmentConfig(), in_memory=False)  # rendered every epoch, as measured
     dm.setup("fit")
     rows = []
     for workers in (0, 1, 2):
@@ -212,6 +215,8 @@ def main(argv: list[str] | None = None) -> None:
          lambda: bench_sdt(opts.quick)),
         ("MHHN MCG block: forward + backward per image, SDPA vs explicit N x N (256 channels)",
          lambda: bench_mcg(opts.quick)),
+        ("Loader-fed training step / step on pre-loaded batches (demo hourglass and data, 1 worker; goal <= 1.10)",
+         lambda: bench_loader_feed(opts.quick)),
     ]
     for title, run in sections:
         print(f"\n## {title}\n")

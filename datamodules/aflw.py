@@ -31,13 +31,11 @@ import numpy as np
 
 from datamodules.base import (
     CropProtocol,
-    CropSpec,
     FaceLandmarkDataModule,
     FaceRecord,
     FaceSource,
     RecordSource,
     check_points,
-    resolve_crop,
 )
 from datamodules.files import DatasetError, Problems, check_count, load_mat
 from landmarks.layouts import AFLW_19
@@ -138,15 +136,16 @@ class AFLWDataModule(FaceLandmarkDataModule):
         one_based: subtract 1 from the file's coordinates (the release does not document its origin).
         train_size: how many leading entries of ``ra`` are training faces (20,000; change it only for a
             partial or hand-made copy, together with ``check_counts=False``).
-        crop: fields overriding ``AFLW_CROP``: the given face box enlarged 1.25x, also the face-size normaliser.
-        primary_normalizer: default "bbox": face size, sqrt(w * h) of the given box, as every AFLW paper.
-        **kwargs: FaceLandmarkDataModule arguments.
+        **kwargs: FaceLandmarkDataModule arguments. ``crop``: fields overriding ``AFLW_CROP``, the given face
+            box enlarged 1.25x, also the face-size normaliser. ``primary_normalizer`` default: "bbox", face size,
+            sqrt(w * h) of the given box, as every AFLW paper.
     """
 
+    layout, default_crop, default_normalizer = AFLW_19, AFLW_CROP, "bbox"
+
     def __init__(self, root: str, one_based: bool = False, train_size: int = TRAIN_SIZE,
-                 crop: CropSpec = None, primary_normalizer: str = "bbox", **kwargs) -> None:
-        super().__init__(layout=AFLW_19.name, crop=resolve_crop(crop, AFLW_CROP),
-                         primary_normalizer=primary_normalizer, **kwargs)
+                 primary_normalizer: str | None = default_normalizer, **kwargs) -> None:
+        super().__init__(primary_normalizer=primary_normalizer, **kwargs)
         self.root, self.one_based, self.train_size = root, one_based, train_size
 
     def build_source(self, split: str) -> FaceSource:

@@ -39,16 +39,24 @@ from pathlib import Path
 import numpy as np
 
 from datamodules.base import (
-    CropSpec,
+    FaceAnnotation,
     FaceLandmarkDataModule,
     FaceRecord,
     FaceSource,
     RawFace,
     RecordSource,
     check_points,
-    resolve_crop,
 )
-from datamodules.files import DatasetError, Problems, check_count, load_mat, read_image, require_file, require_folder
+from datamodules.files import (
+    DatasetError,
+    Problems,
+    check_count,
+    image_size,
+    load_mat,
+    read_image,
+    require_file,
+    require_folder,
+)
 from datamodules.w300 import W300_CROP
 from landmarks.layouts import W300_68
 
@@ -187,6 +195,11 @@ class W300LPSource(FaceSource):
         points = read_w300lp_mat(r.mat)
         return RawFace(read_image(r.image), points, np.ones(len(points), bool), r.image_id, r.subsets)
 
+    def annotation(self, index: int) -> FaceAnnotation:
+        r = self.records[index]
+        points = read_w300lp_mat(r.mat)
+        return FaceAnnotation(points, np.ones(len(points), bool), r.image_id, image_size(r.image), r.subsets)
+
 
 def w300lp_source(root: str | Path, include_flipped: bool = False, on_error: str = "raise",
                   check_counts: bool = True) -> W300LPSource:
@@ -222,18 +235,19 @@ class AFLW2000DataModule(FaceLandmarkDataModule):
         ground_truth: "original" (``pt3d_68``) or "reannotated" (3DDFA's re-annotated 2-D landmarks).
         reannotated_file: the re-annotated ``.npy`` (default ``<root>/AFLW2000-3D-Reannotated.pts68.npy``).
         include_flipped: also train on the ``_Flip`` folders (off: the augmentation flips already).
-        crop: default: the ground-truth 68-point box enlarged 1.25x, as for 300W.
-        primary_normalizer: default "bbox": sqrt(w * h) of the ground-truth landmark box (3DDFA protocol).
-        **kwargs: FaceLandmarkDataModule arguments.
+        **kwargs: FaceLandmarkDataModule arguments. ``crop`` default: the ground-truth 68-point box enlarged
+            1.25x, as for 300W. ``primary_normalizer`` default: "bbox", sqrt(w * h) of the ground-truth landmark
+            box (3DDFA protocol).
     """
+
+    layout, default_crop, default_normalizer = W300_68, W300_CROP, "bbox"
 
     def __init__(self, root: str, train_root: str, ground_truth: str = "original",
                  reannotated_file: str | None = None, include_flipped: bool = False,
-                 crop: CropSpec = None, primary_normalizer: str = "bbox", **kwargs) -> None:
+                 primary_normalizer: str | None = default_normalizer, **kwargs) -> None:
         if ground_truth not in GROUND_TRUTHS:
             raise ValueError(f"ground_truth must be one of {GROUND_TRUTHS}, got {ground_truth!r}")
-        super().__init__(layout=W300_68.name, crop=resolve_crop(crop, W300_CROP),
-                         primary_normalizer=primary_normalizer, **kwargs)
+        super().__init__(primary_normalizer=primary_normalizer, **kwargs)
         self.root, self.train_root, self.ground_truth = root, train_root, ground_truth
         self.reannotated_file, self.include_flipped = reannotated_file, include_flipped
 

@@ -1,10 +1,12 @@
 """FaceLandmarkDataModule and the sample contract (DESIGN.md, "The sample contract").
 
 Datasets differ only in parsing: a :class:`FaceSource` lists annotated faces and loads one as a
-:class:`RawFace` (image + landmarks in original-image pixels). Everything else lives here and is shared:
-the square similarity crop chosen by a :class:`CropProtocol` (data, recorded with every result), the
-normalisers, the shared augmentation, normalisation to tensors, the collate function, worker seeding and the
-validation split carved from the training data (the test set is never used for selection).
+:class:`RawFace` (image + landmarks in original-image pixels; ``datamodules.faces``). Everything else is
+shared: the square similarity crop chosen by a :class:`CropProtocol` (data, recorded with every result) and the
+normalisers (``datamodules.crop``), the shared augmentation, normalisation to tensors, the collate function and
+worker seeding (``datamodules.dataset``), and here the validation split carved from the training data (the test
+set is never used for selection) and the training set's mean shape. The public names of those modules are
+importable from here too.
 
 A sample is a dict:
     image      (3, S, S) float32, normalised with ``mean`` / ``std``
@@ -20,340 +22,40 @@ A sample is a dict:
 from __future__ import annotations
 
 import abc
-import warnings
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
-from pathlib import Path
-from types import MappingProxyType
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import asdict, is_dataclass
+from typing import ClassVar
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import DataLoader
 
-from datamodules.augment import AugmentConfig, build_augmentation
-from datamodules.cache import CropCache, CroppedFace, cache_key
-from datamodules.files import ON_ERROR, DatasetError, Problems, read_image
-from landmarks.geometry import apply_affine, matrix_scale, points_bbox, square_crop_matrix, warp_to_crop
-from landmarks.layouts import LandmarkLayout, get_layout
-from landmarks.metrics import bbox_size, inter_ocular, inter_pupil
+from datamodules.augment import AugmentConfig
+from datamodules.crop import (
+    CENTERS,
+    LANDMARK_BOX,
+    NORMALIZERS,
+    CropProtocol,
+    CropSpec,
+    crop_matrix,
+    original_normalizers,
+    resolve_crop,
+)
+from datamodules.dataset import IMAGENET_MEAN, IMAGENET_STD, FaceDataset, collate_faces, seed_worker
+from datamodules.faces import FaceAnnotation, FaceRecord, FaceSource, RawFace, RecordSource, check_points
+from datamodules.files import ON_ERROR
+from landmarks.layouts import LandmarkLayout
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-NORMALIZERS = ("inter_ocular", "inter_pupil", "bbox")
-LANDMARK_BOX = "landmarks"  # the box of the ground-truth landmarks, always available
+__all__ = [
+    "CENTERS", "IMAGENET_MEAN", "IMAGENET_STD", "LANDMARK_BOX", "NORMALIZERS", "CropProtocol", "CropSpec",
+    "FaceAnnotation", "FaceDataset", "FaceLandmarkDataModule", "FaceRecord", "FaceSource", "RawFace",
+    "RecordSource", "check_points", "collate_faces", "crop_matrix", "original_normalizers", "resolve_crop",
+    "seed_worker", "split_indices",
+]
 
-
-@dataclass
-class RawFace:
-    """One annotated face as its dataset stores it (original-image pixels, pixel centres at integers)."""
-
-    image: np.ndarray  # (H, W, 3) uint8 RGB
-    landmarks: np.ndarray  # (K, 2) float
-    visible: np.ndarray  # (K,) bool
-    image_id: str
-    subsets: tuple[str, ...] = ()
-    boxes: dict[str, np.ndarray] = field(default_factory=dict)  # x1 y1 x2 y2 by source ("given", ...)
-
-
-class FaceSource(abc.ABC):
-    """An annotated face list of one split. Subclasses parse a dataset's files; nothing else.
-
-    ``protocol`` holds the annotation choices a result depends on (coordinate origin, which ground truth,
-    folder); it is recorded with every result and keys the crop cache. ``expected_size`` and
-    ``expected_subsets`` are the published counts the dataset checker compares against.
-    """
-
-    name: str
-    layout: LandmarkLayout
-    subset_names: tuple[str, ...] = ()
-    protocol: Mapping[str, Any] = MappingProxyType({})  # read-only default: sources set their own
-    expected_size: int | None = None
-    expected_subsets: Mapping[str, int] = MappingProxyType({})
-    problems: Problems | None = None  # what the parser skipped (on_error="skip")
-
-    @abc.abstractmethod
-    def __len__(self) -> int: ...
-
-    @abc.abstractmethod
-    def image_id(self, index: int) -> str:
-        """The identifier of face ``index`` (file name, line number), without decoding anything."""
-
-    @abc.abstractmethod
-    def load(self, index: int) -> RawFace:
-        """Read face ``index``: decode its image and annotation."""
-
-
-@dataclass
-class FaceRecord:
-    """One face of a list-style dataset, parsed up front; its image is decoded only when loaded."""
-
-    image: Path
-    landmarks: np.ndarray  # (K, 2) float, original-image pixels, pixel centres at integers
-    visible: np.ndarray  # (K,) bool
-    image_id: str
-    subsets: tuple[str, ...] = ()
-    boxes: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-class RecordSource(FaceSource):
-    """A source whose annotations were parsed into :class:`FaceRecord` s; ``load`` decodes the image file."""
-
-    def __init__(self, name: str, layout: LandmarkLayout, records: list[FaceRecord],
-                 subset_names: tuple[str, ...] = (), protocol: dict | None = None,
-                 expected_size: int | None = None, expected_subsets: dict[str, int] | None = None,
-                 problems: Problems | None = None) -> None:
-        self.name, self.layout, self.records, self.subset_names = name, layout, records, tuple(subset_names)
-        self.protocol = dict(protocol or {})
-        self.expected_size, self.expected_subsets = expected_size, dict(expected_subsets or {})
-        self.problems = problems
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def image_id(self, index: int) -> str:
-        return self.records[index].image_id
-
-    def read_image(self, index: int) -> np.ndarray:
-        return read_image(self.records[index].image)
-
-    def load(self, index: int) -> RawFace:
-        r = self.records[index]
-        return RawFace(self.read_image(index), r.landmarks, r.visible, r.image_id, r.subsets, r.boxes)
-
-
-def check_points(problems: Problems, path: str | Path, points: np.ndarray, num_points: int,
-                 line: int | None = None) -> bool:
-    """Report landmarks of the wrong count or with NaN / infinite values; True when they are usable."""
-    if points.shape != (num_points, 2):
-        problems.report(path, f"expected {num_points} points, found {points.shape[0]}", line)
-        return False
-    if not np.isfinite(points).all():
-        bad = np.flatnonzero(~np.isfinite(points).all(1)).tolist()
-        problems.report(path, f"non-finite landmark coordinates (points {bad})", line)
-        return False
-    return True
-
-
-CENTERS = ("box", "centroid")
-
-
-@dataclass(frozen=True)
-class CropProtocol:
-    """How a face is cropped and which box defines the bbox normaliser; recorded with every result.
-
-    A datamodule's ``crop`` argument is merged into its dataset's default with :func:`resolve_crop`, so a
-    config setting only some fields (``crop: {scale: 1.2}``) keeps the dataset's defaults for the others.
-
-    Attributes:
-        box_source: key of ``RawFace.boxes`` the crop is built on (``"landmarks"``: the ground-truth box;
-            ``"given"``: the rectangle the dataset ships; other datasets add their own, e.g. ``"detector"``).
-        scale: crop side = ``scale * max(box width, box height)``.
-        center: ``"box"`` (the box centre) or ``"centroid"`` (mean of the ground-truth landmarks, PWC).
-        bbox_norm_source: key of ``RawFace.boxes`` whose sqrt(w * h) is the ``bbox`` normaliser.
-    """
-
-    box_source: str = LANDMARK_BOX
-    scale: float = 1.25
-    center: str = "box"
-    bbox_norm_source: str = LANDMARK_BOX
-
-    def __post_init__(self) -> None:
-        if self.center not in CENTERS:
-            raise ValueError(f"crop center must be one of {CENTERS}, got {self.center!r}")
-        if not self.scale > 0:
-            raise ValueError(f"crop scale must be positive, got {self.scale}")
-
-
-CropSpec = dict[str, Any] | CropProtocol | None  # a datamodule's ``crop`` argument (dict first: see below)
-
-
-def resolve_crop(crop: CropSpec, default: CropProtocol) -> CropProtocol:
-    """A datamodule's crop: ``default`` with the fields a config sets (``crop: {scale: 1.2}`` keeps the
-    dataset's box source), or a complete :class:`CropProtocol`. Configs give a dict, which stays a dict
-    through jsonargparse and is merged here; parsing it into a CropProtocol would reset the other fields."""
-    if crop is None:
-        return default
-    if isinstance(crop, CropProtocol):
-        return crop
-    unknown = set(crop) - {f.name for f in fields(CropProtocol)}
-    if unknown:
-        raise ValueError(f"unknown crop field(s) {sorted(unknown)}; CropProtocol has "
-                         f"{[f.name for f in fields(CropProtocol)]}")
-    return replace(default, **crop)
-
-
-def _box(face: RawFace | CroppedFace, source: str, dataset: str) -> np.ndarray:
-    if source == LANDMARK_BOX:
-        return points_bbox(np.asarray(face.landmarks, dtype=np.float64))
-    if source not in face.boxes:
-        raise DatasetError(face.image_id, f"{dataset}: no {source!r} box; this face has "
-                                          f"{sorted(face.boxes) + [LANDMARK_BOX]}")
-    return np.asarray(face.boxes[source], dtype=np.float64)
-
-
-def crop_matrix(raw: RawFace, protocol: CropProtocol, size: int, scale: float, dataset: str) -> np.ndarray:
-    """The similarity mapping ``raw`` into a ``size`` crop of the protocol's box enlarged ``scale`` times.
-
-    Raises :class:`DatasetError` when the box is degenerate or lies entirely outside the image (a box that
-    is partly outside is normal for faces at the border).
-    """
-    box = _box(raw, protocol.box_source, dataset)
-    h, w = raw.image.shape[:2]
-    if not (np.isfinite(box).all() and box[2] > box[0] and box[3] > box[1]):
-        raise DatasetError(raw.image_id, f"{dataset}: degenerate {protocol.box_source!r} box {box.tolist()}")
-    if box[2] < 0 or box[3] < 0 or box[0] > w - 1 or box[1] > h - 1:
-        raise DatasetError(raw.image_id, f"{dataset}: {protocol.box_source!r} box {box.round(1).tolist()} "
-                                         f"lies outside the {w}x{h} image")
-    center = np.asarray(raw.landmarks, dtype=np.float64).mean(0) if protocol.center == "centroid" else None
-    return square_crop_matrix(box, scale, size, center=center)
-
-
-def original_normalizers(face: RawFace | CroppedFace, layout: LandmarkLayout, protocol: CropProtocol,
-                         dataset: str) -> np.ndarray:
-    """The (3,) normalisers of NORMALIZERS in original-image pixels, from the ground truth."""
-    pts = torch.from_numpy(np.asarray(face.landmarks, dtype=np.float64))[None]
-    box = torch.from_numpy(_box(face, protocol.bbox_norm_source, dataset))[None]
-    return np.array([float(inter_ocular(pts, layout)), float(inter_pupil(pts, layout)), float(bbox_size(box))])
-
-
-class FaceDataset(Dataset):
-    """Crops, augments and tensorises the faces ``indices`` of a source.
-
-    With augmentation, the crop window is ``margin`` times the protocol's crop (same pixel scale); the
-    augmentation runs on the window and the centre ``input_size`` square is kept, so rotations and zoom-outs
-    show image context instead of borders. Without augmentation the window is the crop itself.
-
-    ``cache_dir`` keeps each cropped window on disk (see ``datamodules.cache``) so later epochs skip decoding.
-    ``on_error="skip"`` replaces a face whose image cannot be used by the next usable one, with a warning
-    naming the file (and ``skipped`` counts them in this process); the evaluation metrics de-duplicate by
-    dataset index, so a skipped test face is missing, never counted twice.
-    """
-
-    def __init__(
-        self,
-        source: FaceSource,
-        indices: Sequence[int],
-        input_size: int,
-        crop: CropProtocol,
-        augment: AugmentConfig | None = None,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
-        seed: int = 0,
-        margin: float = 1.0,
-        cache_dir: str | Path | None = None,
-        on_error: str = "raise",
-    ) -> None:
-        if on_error not in ON_ERROR:
-            raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
-        if margin < 1:
-            raise ValueError(f"crop margin must be >= 1, got {margin}")
-        self.source, self.indices, self.input_size, self.crop = source, list(indices), input_size, crop
-        self.augment = build_augmentation(augment, source.layout, seed=seed) if augment is not None else None
-        self.pad = round(input_size * (margin - 1) / 2) if augment is not None else 0
-        self.window = input_size + 2 * self.pad
-        self.mean = np.asarray(mean, dtype=np.float32) * 255
-        self.std = np.asarray(std, dtype=np.float32) * 255
-        self.on_error, self.skipped = on_error, 0
-        self.cache = None
-        if cache_dir is not None:
-            key = cache_key(source=source.name, protocol=dict(source.protocol), faces=len(source), crop=asdict(crop),
-                            window=self.window, scale=crop.scale * self.window / input_size)
-            self.cache = CropCache(cache_dir, key)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def reseed(self, seed: int) -> None:
-        """Give this copy of the dataset (one per worker process) its own augmentation stream."""
-        if self.augment is not None:
-            self.augment.set_random_seed(seed % 2**32)
-
-    def cropped(self, index: int) -> CroppedFace:
-        """Face ``index`` of the source cut to the crop window (from the cache when it is there)."""
-        face = self.cache.get(index) if self.cache is not None else None
-        if face is not None:
-            return face
-        raw = self.source.load(index)
-        name, k = self.source.name, self.source.layout.num_points
-        if raw.landmarks.shape != (k, 2):
-            raise DatasetError(raw.image_id, f"{name}: landmarks of shape {raw.landmarks.shape}, expected ({k}, 2)")
-        if not np.isfinite(raw.landmarks).all():
-            raise DatasetError(raw.image_id, f"{name}: non-finite landmark coordinates")
-        matrix = crop_matrix(raw, self.crop, self.window, self.crop.scale * self.window / self.input_size, name)
-        face = CroppedFace(
-            image=warp_to_crop(raw.image, matrix, self.window), matrix=matrix,
-            landmarks=np.asarray(raw.landmarks, dtype=np.float64), visible=np.asarray(raw.visible, dtype=bool),
-            image_id=raw.image_id, original_size=tuple(raw.image.shape[:2]), subsets=tuple(raw.subsets),
-            boxes={k: np.asarray(v, dtype=np.float64) for k, v in raw.boxes.items()},
-        )
-        if self.cache is not None:
-            self.cache.put(index, face)
-        return face
-
-    def __getitem__(self, i: int) -> dict:
-        for attempt in range(len(self.indices)):
-            index = self.indices[(i + attempt) % len(self.indices)]
-            try:
-                return self._sample(index)
-            except DatasetError as error:
-                if self.on_error == "raise":
-                    raise
-                self.skipped += 1
-                warnings.warn(f"skipping bad face ({self.skipped} so far in this process): {error}", stacklevel=2)
-        raise DatasetError(self.source.name, "every face failed to load")
-
-    def _sample(self, index: int) -> dict:
-        face = self.cropped(index)
-        image, landmarks, visible = face.image, apply_affine(face.landmarks, face.matrix), face.visible
-        if self.augment is not None:
-            out = self.augment(image=image, keypoints=landmarks.astype(np.float32), visible=visible)
-            image, landmarks, visible = out["image"], np.asarray(out["keypoints"]), np.asarray(out["visible"])
-        if self.pad:  # keep the centre input_size square of the window
-            image = image[self.pad:self.pad + self.input_size, self.pad:self.pad + self.input_size]
-            landmarks = landmarks - self.pad
-        matrix = face.matrix.copy()
-        matrix[:, 2] -= self.pad  # original image -> final crop (before augmentation)
-        norms = original_normalizers(face, self.source.layout, self.crop, self.source.name) * matrix_scale(matrix)
-        image = (image.astype(np.float32) - self.mean) / self.std
-        return {
-            "image": torch.from_numpy(image.transpose(2, 0, 1).copy()),
-            "landmarks": torch.from_numpy(landmarks.astype(np.float32)),
-            "visible": torch.from_numpy(visible.astype(bool)),
-            "norm": {k: torch.tensor(v, dtype=torch.float32) for k, v in zip(NORMALIZERS, norms, strict=True)},
-            "subsets": tuple(face.subsets),
-            "meta": {
-                "index": index,
-                "image_id": face.image_id,
-                "original_size": tuple(face.original_size),
-                "transform": torch.from_numpy(matrix),
-            },
-        }
-
-
-def collate_faces(samples: list[dict]) -> dict:
-    """Stack a list of samples into a batch; ``subsets`` and ``meta.image_id`` stay Python lists."""
-    return {
-        "image": torch.stack([s["image"] for s in samples]),
-        "landmarks": torch.stack([s["landmarks"] for s in samples]),
-        "visible": torch.stack([s["visible"] for s in samples]),
-        "norm": {k: torch.stack([s["norm"][k] for s in samples]) for k in samples[0]["norm"]},
-        "subsets": [s["subsets"] for s in samples],
-        "meta": {
-            "index": torch.tensor([s["meta"]["index"] for s in samples], dtype=torch.long),
-            "image_id": [s["meta"]["image_id"] for s in samples],
-            "original_size": torch.tensor([s["meta"]["original_size"] for s in samples], dtype=torch.long),
-            "transform": torch.stack([s["meta"]["transform"] for s in samples]),
-        },
-    }
-
-
-def seed_worker(worker_id: int) -> None:
-    """DataLoader worker_init_fn: a distinct augmentation stream per worker (and per epoch, as torch draws a
-    new base seed whenever workers start)."""
-    info = get_worker_info()
-    info.dataset.reseed(info.seed)
+# The datasets each stage reads (``setup``).
+STAGE_DATASETS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
 
 
 def split_indices(n: int, val_size: float | int, seed: int) -> tuple[list[int], list[int]]:
@@ -368,15 +70,28 @@ def split_indices(n: int, val_size: float | int, seed: int) -> tuple[list[int], 
 class FaceLandmarkDataModule(pl.LightningDataModule):
     """Shared datamodule: subclasses only say which :class:`FaceSource` each split reads.
 
+    A dataset's datamodule states its protocol as class attributes, resolved here once:
+
+    Attributes:
+        layout: the landmark layout of its faces (a class attribute; the synthetic datamodule, which serves two
+            layouts, sets it from its ``layout`` argument before calling this ``__init__``).
+        default_crop: the crop when a config gives none; a config's ``crop`` dict overrides single fields.
+        default_normalizer: the primary normaliser when ``primary_normalizer`` is None.
+        default_in_memory: whether faces are kept in memory when ``in_memory`` is None.
+
+    A class whose default differs from this one's writes it again as its signature's default
+    (``primary_normalizer: str | None = default_normalizer``), so that LightningCLI, which reads defaults from
+    signatures, shows it in ``--help`` and ``--print_config``.
+
     Args:
-        layout: landmark layout name (see ``landmarks.layouts.LAYOUTS``); the model is linked to it.
         input_size: side of the square crop fed to the model.
         batch_size: per-process batch size.
         num_workers: DataLoader worker processes per process (persistent across epochs).
         val_size: validation split carved from the training faces (fraction < 1, or a count).
-        crop: the crop protocol (box source, enlargement, bbox normaliser source).
+        crop: the crop protocol (box source, enlargement, bbox normaliser source); None: ``default_crop``.
         augment: training augmentation (None: none).
-        primary_normalizer: the normaliser of the dataset's headline NME (used for checkpoint selection).
+        primary_normalizer: the normaliser of the dataset's headline NME (used for checkpoint selection); None:
+            ``default_normalizer``.
         mean, std: image normalisation (RGB, fractions of 255).
         seed: seed of the validation split and of the augmentation streams.
         margin: training crop window as a multiple of the crop, so augmentation sees context (>= 1).
@@ -386,18 +101,25 @@ class FaceLandmarkDataModule(pl.LightningDataModule):
         check_counts: enforce the published split sizes (turn off only for a deliberately partial copy).
         shuffle: shuffle the training faces each epoch (off: a fixed order, which with ``augment: null`` makes
             a DDP run see exactly the single-process batches; the runner's equality test uses it).
+        in_memory: crop every face of a split once at ``setup`` and keep the crop windows in memory (every
+            process holds its own copy, shared by its forked workers: N x window^2 x 3 bytes a split, see
+            ``FaceDataset.preload``), so an epoch costs augmentation only; None: ``default_in_memory``.
     """
+
+    layout: LandmarkLayout
+    default_crop: ClassVar[CropProtocol] = CropProtocol()
+    default_normalizer: ClassVar[str] = "inter_ocular"
+    default_in_memory: ClassVar[bool] = False
 
     def __init__(
         self,
-        layout: str,
         input_size: int = 256,
         batch_size: int = 16,
         num_workers: int = 2,
         val_size: float = 0.1,
         crop: CropSpec = None,
         augment: AugmentConfig | None = None,
-        primary_normalizer: str = "inter_ocular",
+        primary_normalizer: str | None = None,
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
         seed: int = 0,
@@ -406,30 +128,34 @@ class FaceLandmarkDataModule(pl.LightningDataModule):
         on_error: str = "raise",
         check_counts: bool = True,
         shuffle: bool = True,
+        in_memory: bool | None = None,
     ) -> None:
         super().__init__()
+        if not isinstance(getattr(self, "layout", None), LandmarkLayout):
+            raise TypeError(f"{type(self).__name__} states no landmark layout (class attribute 'layout')")
+        primary_normalizer = primary_normalizer or self.default_normalizer
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         if primary_normalizer not in NORMALIZERS:
             raise ValueError(f"primary_normalizer must be one of {NORMALIZERS}, got {primary_normalizer!r}")
-        self.layout_name = get_layout(layout).name
+        self.layout_name = self.layout.name
         self.input_size, self.batch_size, self.num_workers = input_size, batch_size, num_workers
         self.val_size, self.seed, self.mean, self.std = val_size, seed, mean, std
-        self.crop = resolve_crop(crop, CropProtocol())
+        self.crop = resolve_crop(crop, self.default_crop)
         self.augment = augment
         self.primary_normalizer = primary_normalizer
         self.margin, self.cache_dir, self.on_error, self.check_counts = margin, cache_dir, on_error, check_counts
         self.shuffle = shuffle
+        self.in_memory = self.default_in_memory if in_memory is None else in_memory
         self.datasets: dict[str, FaceDataset] = {}
         self._sources: dict[str, FaceSource] = {}
+        self._mean_shape: torch.Tensor | None = None
         self.save_hyperparameters()
-        for key in ("crop", "augment"):  # keep hparams plain data, loadable with weights_only=True
-            if is_dataclass(self.hparams.get(key)):
-                self.hparams[key] = asdict(self.hparams[key])
-
-    @property
-    def layout(self) -> LandmarkLayout:
-        return get_layout(self.layout_name)
+        # What ran, not what the config left to the class; plain data, loadable with weights_only=True.
+        resolved = {"layout": self.layout_name, **self.hparams, "primary_normalizer": self.primary_normalizer,
+                    "in_memory": self.in_memory}
+        self.hparams.clear()
+        self.hparams.update({k: asdict(v) if is_dataclass(v) else v for k, v in resolved.items()})
 
     @abc.abstractmethod
     def build_source(self, split: str) -> FaceSource:
@@ -467,11 +193,25 @@ class FaceLandmarkDataModule(pl.LightningDataModule):
             self.datasets["val"] = self._dataset(train, val_idx, None)
         if stage in ("test", "predict") and "test" not in self.datasets:
             self.datasets["test"] = self._dataset(self.test_source, range(len(self.test_source)), None)
+        if self.in_memory:
+            for split in STAGE_DATASETS.get(stage, ()):
+                self.datasets[split].preload(self.num_workers)
 
     def training_crops(self) -> FaceDataset:
-        """The training faces (validation split excluded), cropped but not augmented."""
+        """The training faces (validation split excluded), cropped but not augmented (cropped when drawn, never
+        kept in memory: :meth:`mean_shape` needs only their annotations)."""
         train_idx, _ = split_indices(len(self.source("train")), self.val_size, self.seed)
         return self._dataset(self.source("train"), train_idx, None)
+
+    def mean_shape(self) -> torch.Tensor:
+        """The (K, 2) float64 mean of the training faces' landmarks (validation split excluded) in their
+        un-augmented crops, in crop pixels: the landmarks exactly as un-augmented samples carry them (float32),
+        averaged in float64. Computed once and cached; from annotations only (the in-memory faces after
+        ``setup("fit")``, else the source's annotations, which decode no image for list-style datasets)."""
+        if self._mean_shape is None:
+            faces = self.datasets["train"] if "train" in self.datasets else self.training_crops()
+            self._mean_shape = torch.from_numpy(faces.mean_landmarks())
+        return self._mean_shape.clone()
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         return DataLoader(

@@ -11,7 +11,6 @@ worker processes, with a progress bar). Exits 1 on any problem or count mismatch
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,17 +24,7 @@ from tqdm import tqdm
 
 from datamodules.base import FaceSource
 from datamodules.files import DatasetError
-
-# CLI name -> (module, function returning {split: source}, sub-folder of DATA_ROOT).
-DATASETS: dict[str, tuple[str, str, str]] = {
-    "300w": ("datamodules.w300", "check_sources", "300W"),
-    "masked300w": ("datamodules.w300", "check_masked_sources", "Masked_300W"),
-    "wflw": ("datamodules.wflw", "check_sources", "WFLW"),
-    "cofw": ("datamodules.cofw", "check_sources", "COFW"),
-    "aflw": ("datamodules.aflw", "check_sources", "AFLW"),
-    "aflw2000": ("datamodules.aflw2000", "check_sources", "AFLW2000-3D"),
-    "300w_lp": ("datamodules.aflw2000", "check_w300lp_sources", "300W_LP"),
-}
+from datamodules.registry import CHECKED
 
 
 @dataclass
@@ -103,9 +92,7 @@ def _subsets_of(source: FaceSource, index: int) -> tuple[str, ...]:
 def sources_for(dataset: str, root: str | Path) -> dict[str, Callable[[], FaceSource]]:
     """Builders of the check sources of ``dataset`` under ``root``, parsed in skip mode so every problem is
     listed; built one at a time so that a missing split does not hide the others."""
-    module, function, _ = DATASETS[dataset]
-    build: Callable[..., dict[str, Callable[[], FaceSource]]] = getattr(importlib.import_module(module), function)
-    return build(root, on_error="skip", check_counts=False)
+    return CHECKED[dataset].check_sources(root, on_error="skip", check_counts=False)
 
 
 def check_dataset(dataset: str, root: str | Path, decode: bool = True, workers: int = 2,
@@ -145,7 +132,7 @@ def _status(found: int, expected: int | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m datamodules.check", description=__doc__.splitlines()[0])
-    parser.add_argument("dataset", choices=[*DATASETS, "all"])
+    parser.add_argument("dataset", choices=[*CHECKED, "all"])
     parser.add_argument("--root", help="the dataset's folder (one dataset)")
     parser.add_argument("--data-root", help="folder with one sub-folder per dataset (with 'all')")
     parser.add_argument("--no-decode", action="store_true", help="check files and annotations, skip decoding")
@@ -159,13 +146,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if check_dataset(args.dataset, args.root, decode, args.workers) else 1
     if not args.data_root or not Path(args.data_root).is_dir():
         parser.error(f"--data-root must be an existing folder, got {args.data_root!r}")
-    present = {name: Path(args.data_root) / sub for name, (_, _, sub) in DATASETS.items()
-               if (Path(args.data_root) / sub).is_dir()}
-    for name, (_, _, sub) in DATASETS.items():
+    present = {name: d.root(args.data_root) for name, d in CHECKED.items() if d.root(args.data_root).is_dir()}
+    for name, d in CHECKED.items():
         if name not in present:
-            print(f"-- {name}: no {Path(args.data_root) / sub}, skipped")
+            print(f"-- {name}: no {d.root(args.data_root)}, skipped")
     if not present:
-        print(f"no dataset folder found under {args.data_root} (expected {[d[2] for d in DATASETS.values()]})")
+        print(f"no dataset folder found under {args.data_root} (expected {[d.folder for d in CHECKED.values()]})")
         return 1
     results = {name: check_dataset(name, root, decode, args.workers) for name, root in present.items()}
     failed = [name for name, ok in results.items() if not ok]

@@ -40,13 +40,11 @@ import scipy.io
 
 from datamodules.base import (
     CropProtocol,
-    CropSpec,
     FaceLandmarkDataModule,
     FaceRecord,
     FaceSource,
     RecordSource,
     check_points,
-    resolve_crop,
 )
 from datamodules.files import DatasetError, Problems, check_count, load_mat, require_file
 from datamodules.w300 import TRAIN_FOLDERS, w300_source
@@ -181,6 +179,9 @@ class CofwSource(RecordSource):
     def read_image(self, index: int) -> np.ndarray:
         return self.images[index]
 
+    def image_size(self, index: int) -> tuple[int, int]:
+        return tuple(self.images[index].shape[:2])
+
 
 def _record(problems: Problems, where: str, path: Path, image_id: str, points: np.ndarray, occluded: np.ndarray,
             box: np.ndarray, num_points: int, shift: float) -> FaceRecord | None:
@@ -250,16 +251,16 @@ class COFWDataModule(FaceLandmarkDataModule):
     Args:
         root: the COFW folder (layout in the module docstring).
         one_based: subtract 1 from the MATLAB coordinates.
-        crop: default: the published box enlarged 1.25x.
-        primary_normalizer: default "inter_pupil", the "COFW NME" of most papers (HRNet, PIPNet and mmpose use
-            "inter_ocular", the outer eye corners 8-9).
-        **kwargs: FaceLandmarkDataModule arguments.
+        **kwargs: FaceLandmarkDataModule arguments. ``crop`` default: the published box enlarged 1.25x.
+            ``primary_normalizer`` default: "inter_pupil", the "COFW NME" of most papers (HRNet, PIPNet and
+            mmpose use "inter_ocular", the outer eye corners 8-9).
     """
 
-    def __init__(self, root: str, one_based: bool = True, crop: CropSpec = None,
-                 primary_normalizer: str = "inter_pupil", **kwargs) -> None:
-        super().__init__(layout=COFW_29.name, crop=resolve_crop(crop, COFW_CROP), primary_normalizer=primary_normalizer,
-                         **kwargs)
+    layout, default_crop, default_normalizer = COFW_29, COFW_CROP, "inter_pupil"
+
+    def __init__(self, root: str, one_based: bool = True, primary_normalizer: str | None = default_normalizer,
+                 **kwargs) -> None:
+        super().__init__(primary_normalizer=primary_normalizer, **kwargs)
         self.root, self.one_based = root, one_based
 
     def _options(self) -> dict:
@@ -276,17 +277,17 @@ class COFW68DataModule(FaceLandmarkDataModule):
         root: the COFW folder (with ``COFW68_Data/``).
         train_root: the 300W folder the model trains on.
         one_based: subtract 1 from the MATLAB and ``.pts`` coordinates.
-        crop: default: the "given" box enlarged 1.25x, and sqrt(w * h) of the published box as the "bbox"
-            normaliser (TAB, GlomFace); 300W training faces use their landmark box as "given".
-        primary_normalizer: default "inter_pupil", the benchmark's eye-centre distance (TAB and GlomFace report
-            "bbox" too; every normaliser is computed).
-        **kwargs: FaceLandmarkDataModule arguments.
+        **kwargs: FaceLandmarkDataModule arguments. ``crop`` default: the "given" box enlarged 1.25x, and
+            sqrt(w * h) of the published box as the "bbox" normaliser (TAB, GlomFace); 300W training faces use
+            their landmark box as "given". ``primary_normalizer`` default: "inter_pupil", the benchmark's
+            eye-centre distance (TAB and GlomFace report "bbox" too; every normaliser is computed).
     """
 
-    def __init__(self, root: str, train_root: str, one_based: bool = True, crop: CropSpec = None,
-                 primary_normalizer: str = "inter_pupil", **kwargs) -> None:
-        super().__init__(layout=W300_68.name, crop=resolve_crop(crop, COFW68_CROP),
-                         primary_normalizer=primary_normalizer, **kwargs)
+    layout, default_crop, default_normalizer = W300_68, COFW68_CROP, "inter_pupil"
+
+    def __init__(self, root: str, train_root: str, one_based: bool = True,
+                 primary_normalizer: str | None = default_normalizer, **kwargs) -> None:
+        super().__init__(primary_normalizer=primary_normalizer, **kwargs)
         self.root, self.train_root, self.one_based = root, train_root, one_based
 
     _options = COFWDataModule._options

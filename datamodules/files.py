@@ -29,6 +29,10 @@ class DatasetError(ValueError):
         where = f"{path}:{line}" if line is not None else str(path)
         super().__init__(f"{where}: {message}")
 
+    def __reduce__(self) -> tuple:
+        """Pickle by the constructor's arguments, so the error crosses from a DataLoader worker intact."""
+        return type(self), (self.path, self.reason, self.line)
+
 
 @dataclass
 class Problems:

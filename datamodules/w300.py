@@ -33,13 +33,11 @@ import numpy as np
 
 from datamodules.base import (
     CropProtocol,
-    CropSpec,
     FaceLandmarkDataModule,
     FaceRecord,
     FaceSource,
     RecordSource,
     check_points,
-    resolve_crop,
 )
 from datamodules.files import DatasetError, Problems, check_count, find_image, load_mat, require_folder
 from landmarks.layouts import W300_68
@@ -226,15 +224,17 @@ class W300DataModule(FaceLandmarkDataModule):
         test_set: one of ``TEST_SETS`` ("full", "common", "challenging", "private", "pwc").
         train_folders: the training folders (keys of ``FOLDERS``).
         one_based: subtract 1 from the ``.pts`` coordinates (iBUG files are 1-based).
-        crop: default: the ground-truth landmark box enlarged 1.25x (HRNet / TAB protocol).
-        **kwargs: FaceLandmarkDataModule arguments.
+        **kwargs: FaceLandmarkDataModule arguments; ``crop`` fields override the default, the ground-truth
+            landmark box enlarged 1.25x (HRNet / TAB protocol).
     """
 
+    layout, default_crop = W300_68, W300_CROP
+
     def __init__(self, root: str, test_set: str = "full", train_folders: tuple[str, ...] = TRAIN_FOLDERS,
-                 one_based: bool = True, crop: CropSpec = None, **kwargs) -> None:
+                 one_based: bool = True, **kwargs) -> None:
         if test_set not in TEST_SETS:
             raise ValueError(f"unknown 300W test set {test_set!r}; expected one of {sorted(TEST_SETS)}")
-        super().__init__(layout=W300_68.name, crop=resolve_crop(crop, W300_CROP), **kwargs)
+        super().__init__(**kwargs)
         self.root, self.test_set, self.train_folders, self.one_based = root, test_set, tuple(train_folders), one_based
 
     def _options(self) -> dict:

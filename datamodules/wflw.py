@@ -29,13 +29,11 @@ import numpy as np
 
 from datamodules.base import (
     CropProtocol,
-    CropSpec,
     FaceLandmarkDataModule,
     FaceRecord,
     FaceSource,
     RecordSource,
     check_points,
-    resolve_crop,
 )
 from datamodules.files import DatasetError, Problems, check_count, require_file, require_folder
 from landmarks.layouts import WFLW_98
@@ -219,16 +217,17 @@ class WFLWDataModule(FaceLandmarkDataModule):
 
     Args:
         root: the WFLW folder (layout in the module docstring).
-        crop: default: the given face rectangle, centred, side = 1.25 x its longer side (HRNet and mmpose:
-            centre of the rectangle, scale = longer side / 200, x 1.25). PIPNet enlarges the rectangle 1.2x
-            instead: ``crop: {scale: 1.2}`` (fields not set keep these defaults).
         cross_check_subsets: compare the test flags with the ``list_98pt_test_*.txt`` files (warns only).
-        **kwargs: FaceLandmarkDataModule arguments.
+        **kwargs: FaceLandmarkDataModule arguments. ``crop`` default: the given face rectangle, centred, side =
+            1.25 x its longer side (HRNet and mmpose: centre of the rectangle, scale = longer side / 200, x 1.25).
+            PIPNet enlarges the rectangle 1.2x instead: ``crop: {scale: 1.2}`` (fields not set keep these
+            defaults).
     """
 
-    def __init__(self, root: str, crop: CropSpec = None, cross_check_subsets: bool = True,
-                 **kwargs) -> None:
-        super().__init__(layout=WFLW_98.name, crop=resolve_crop(crop, WFLW_CROP), **kwargs)
+    layout, default_crop = WFLW_98, WFLW_CROP
+
+    def __init__(self, root: str, cross_check_subsets: bool = True, **kwargs) -> None:
+        super().__init__(**kwargs)
         self.root, self.cross_check_subsets = root, cross_check_subsets
 
     def _options(self) -> dict:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dataset_files import Face, write_wflw
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -18,3 +19,10 @@ def aflw2000_shapes() -> tuple[np.ndarray, np.ndarray]:
     pts = np.load(DATA / "aflw2000_3d" / "AFLW2000-3D-Reannotated.pts68.npy").transpose(0, 2, 1)
     yaw = np.load(DATA / "aflw2000_3d" / "AFLW2000-3D.pose.npy")
     return pts.astype(np.float64), yaw.astype(np.float64)
+
+
+@pytest.fixture
+def wflw_tree(tmp_path: Path) -> tuple[Path, dict[str, list[Face]]]:
+    """A tiny WFLW copy in the release's on-disk format (``dataset_files.write_wflw``) and the faces written."""
+    root = tmp_path / "WFLW"
+    return root, write_wflw(root)

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import scipy.io
-from PIL import Image
+from dataset_files import NAMES, aflw_arrays, make_aflw, make_aflw2000, make_w300lp, original_of, pick_faces
 
 from datamodules.aflw import AFLW_CROP, AFLWDataModule, aflw_source, read_aflw_info
 from datamodules.aflw import check_sources as aflw_check_sources
@@ -25,43 +25,6 @@ from landmarks.geometry import apply_affine, invert_affine, points_bbox
 from landmarks.layouts import W300_68
 
 SMALL = dict(check_counts=False, input_size=64, batch_size=2, num_workers=0, val_size=1)
-
-
-def write_image(path, height, width):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ramp = np.linspace(0, 255, width, dtype=np.uint8)[None, :, None]
-    Image.fromarray(np.broadcast_to(ramp, (height, width, 3)).copy()).save(path)
-
-
-# --- AFLW: AFLWinfo_release.mat (bbox [x1 x2 y1 y2], data 19 x then 19 y, mask_new, nameList cell, ra 1-based)
-
-NAMES = ["0/image00001.jpg", "0/image00002.jpg", "2/image00003.jpg", "2/image00004.jpg", "3/image00005.jpg",
-         "3/image00005.jpg"]  # the last image holds two faces
-RA = np.array([3, 6, 1, 5, 2, 4])  # train_size 4: train rows 2 5 0 4, test rows 1 3
-
-
-def aflw_arrays(seed=0):
-    rng = np.random.default_rng(seed)
-    n = len(NAMES)
-    x1, y1 = rng.uniform(10, 30, n), rng.uniform(10, 25, n)
-    x2, y2 = x1 + rng.uniform(50, 70, n), y1 + rng.uniform(45, 60, n)
-    xs = x1[:, None] + rng.uniform(0.1, 0.9, (n, 19)) * (x2 - x1)[:, None]
-    ys = y1[:, None] + rng.uniform(0.1, 0.9, (n, 19)) * (y2 - y1)[:, None]
-    mask = np.ones((n, 19))
-    mask[3, [4, 16]] = 0  # test row 3 is not frontal; test row 1 is
-    mask[0, 2] = 0
-    names = np.empty((n, 1), dtype=object)
-    names[:, 0] = NAMES
-    return {"bbox": np.stack([x1, x2, y1, y2], 1), "data": np.concatenate([xs, ys], 1), "mask_new": mask,
-            "nameList": names, "ra": RA[None].astype(np.float64)}
-
-
-def make_aflw(root, drop=(), **changes):
-    arrays = aflw_arrays() | changes
-    scipy.io.savemat(root / "AFLWinfo_release.mat", {k: v for k, v in arrays.items() if k not in drop})
-    for name in set(NAMES):
-        write_image(root / "flickr" / name, 96, 128)
-    return arrays
 
 
 def test_read_aflw_info_reads_back_what_was_written(tmp_path):
@@ -170,37 +133,6 @@ def test_aflw_counts_are_enforced(tmp_path):
         AFLWDataModule(str(tmp_path), train_size=4).source("test")
 
 
-# --- AFLW2000-3D: AFLW2000/imageXXXXX.jpg + .mat (pt3d_68 3x68, Pose_Para 1x7, pt2d 2x21), re-annotated .npy
-
-
-def pick_faces(yaw):
-    """Real faces across the three yaw bins: two per bin, one of them with a negative yaw where possible."""
-    a = np.abs(yaw)
-    picks = []
-    for low, high in ((0, 30), (30, 60), (60, np.inf)):
-        in_bin = np.flatnonzero((a > low) & (a <= high))
-        negative = in_bin[yaw[in_bin] < 0]
-        picks += [int(in_bin[0]), int(negative[0] if len(negative) else in_bin[1])]
-    return sorted(set(picks))
-
-
-def original_of(shape):
-    """A stand-in for the original pt3d_68 ground truth: the real re-annotated shape, moved a little."""
-    return shape + np.array([1.5, -2.0])
-
-
-def make_aflw2000(root, shapes, yaw, picks, drop=()):
-    folder = root / "AFLW2000"
-    for i in picks:
-        write_image(folder / f"image{i:05d}.jpg", 450, 450)
-        pt3d = np.vstack([original_of(shapes[i]).T, np.linspace(-50, 50, 68)[None]])
-        pose = np.array([[0.1, math.radians(yaw[i]), -0.05, 200.0, 220.0, 0.0, 0.0012]])
-        mat = {"pt3d_68": pt3d, "Pose_Para": pose, "pt2d": np.full((2, 21), 100.0)}
-        scipy.io.savemat(folder / f"image{i:05d}.mat", {k: v for k, v in mat.items() if k not in drop})
-    np.save(root / "AFLW2000-3D-Reannotated.pts68.npy", shapes[picks].transpose(0, 2, 1).astype(np.float32))
-    return folder
-
-
 def test_yaw_bins_boundaries_and_real_bin_sizes(aflw2000_shapes):
     assert [yaw_bin(y) for y in (0.0, 30.0, -30.0, 30.000001, 60.0, -60.0, 60.000001, -89.0, 351.2)] == [
         "yaw_0_30", "yaw_0_30", "yaw_0_30", "yaw_30_60", "yaw_30_60", "yaw_30_60", "yaw_60_90", "yaw_60_90",
@@ -260,21 +192,6 @@ def test_aflw2000_bad_files_raise_or_are_skipped(tmp_path, aflw2000_shapes):
         aflw2000_source(tmp_path, check_counts=False)
     with pytest.raises(DatasetError, match="published split has 2000"):
         aflw2000_source(tmp_path, on_error="skip")
-
-
-# --- 300W-LP: {AFW,HELEN,IBUG,LFPW}[_Flip]/*.jpg + .mat (pt2d 2x68), parsed lazily
-
-
-def make_w300lp(root, shapes, flipped=True):
-    faces = [("AFW", "AFW_134212_1_0"), ("AFW", "AFW_134212_1_1"), ("HELEN", "HELEN_100032540_1_0"),
-             ("IBUG", "IBUG_image_003_1_0"), ("LFPW", "LFPW_image_test_0001_0")]
-    for k, (folder, stem) in enumerate(faces):
-        for suffix in ("", "_Flip") if flipped else ("",):
-            path = root / f"{folder}{suffix}" / stem
-            write_image(path.with_name(stem + ".jpg"), 450, 450)
-            points = shapes[k] if not suffix else W300_68.flip_points(shapes[k], 450)
-            scipy.io.savemat(path.with_name(stem + ".mat"), {"pt2d": points.T, "Pose_Para": np.zeros((1, 7))})
-    return root
 
 
 def test_w300lp_lists_up_front_and_parses_lazily(tmp_path, aflw2000_shapes):

@@ -3,13 +3,19 @@ reports each split against the published sizes, names unreadable files, and `all
 
 import io
 
-from test_aflw import make_aflw, make_aflw2000, make_w300lp, pick_faces
-from test_cofw import cofw68_folder
-from test_w300 import make_300w, real_shape, write_face
-from test_wflw import faces as wflw_faces
-from test_wflw import tree  # noqa: F401  (the fixture, used by name)
+from dataset_files import (
+    cofw68_folder,
+    make_300w,
+    make_aflw,
+    make_aflw2000,
+    make_w300lp,
+    pick_faces,
+    real_shape,
+    write_face,
+)
+from dataset_files import faces as wflw_faces
 
-from datamodules import check
+from datamodules import check, registry
 
 
 def run(dataset, root):
@@ -32,7 +38,7 @@ def test_checker_on_every_dataset_format(tmp_path, aflw2000_shapes):
     expected = {"300w": "337", "masked300w": "689", "cofw": "507",
                 "aflw2000": "2000", "300w_lp": "61225"}
     for dataset, published in expected.items():
-        root = data / check.DATASETS[dataset][2]
+        root = registry.DATASETS[dataset].root(data)
         ok, text = run(dataset, root)
         assert not ok and "MISMATCH" in text and published in text, (dataset, text)
     ok, text = run("aflw", data / "AFLW")  # 6 faces cannot hold the 20,000 / 4,386 split of `ra`
@@ -44,8 +50,8 @@ def test_checker_on_every_dataset_format(tmp_path, aflw2000_shapes):
     assert check.main(["all", "--data-root", str(data), "--workers", "0", "--no-decode"]) == 1
 
 
-def test_checker_on_wflw(tree):  # noqa: F811
-    root, data = tree
+def test_checker_on_wflw(wflw_tree):
+    root, data = wflw_tree
     ok, text = run("wflw", root)
     assert not ok and "7500" in text and "2500" in text and "MISMATCH" in text
     assert len(data["test"]) == len(wflw_faces()["test"])

@@ -1,13 +1,12 @@
 """COFW / COFW-68 parsers and datamodules: both MATLAB formats, the real COFW-68 files, crops, bad inputs."""
 
-import shutil
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 import scipy.io
-from PIL import Image
+from dataset_files import COFW68_REAL as REAL
+from dataset_files import cofw68_folder, cofw_folder, tiny_cofw, write_v5, write_v73
 
 from datamodules.cofw import (
     COFW68DataModule,
@@ -23,89 +22,7 @@ from datamodules.files import DatasetError
 from landmarks.geometry import apply_affine, invert_affine, matrix_scale
 from landmarks.layouts import W300_68
 
-REAL = Path(__file__).parent / "data" / "cofw68"
-SIZES = ((40, 48), (36, 32), (44, 44))  # (H, W); the second image is grey
 OPTIONS = dict(check_counts=False, input_size=64, batch_size=2, num_workers=0, val_size=1)
-
-
-def tiny_cofw(n: int = 3, seed: int = 0) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """Images (one grey), phis N x 87 (1-based points inside each image, 0/1 occlusion), bboxes N x 4."""
-    rng = np.random.default_rng(seed)
-    images, phis, boxes = [], [], []
-    for i in range(n):
-        h, w = SIZES[i % 3]
-        shape = (h, w) if i % 3 == 1 else (h, w, 3)
-        images.append(rng.integers(0, 256, shape, dtype=np.uint8))
-        x, y = rng.uniform(6, w - 6, 29), rng.uniform(6, h - 6, 29)
-        phis.append(np.concatenate([x, y, rng.integers(0, 2, 29)]))
-        boxes.append([5.0, 5.0, w - 10.0, h - 10.0])
-    return images, np.array(phis), np.array(boxes)
-
-
-def write_v5(path: Path, images: list, phis: np.ndarray, boxes: np.ndarray, suffix: str = "T",
-             drop: str | None = None) -> Path:
-    """A MATLAB v5 file as scipy writes it: ``Is`` a N x 1 cell array."""
-    cells = np.empty((len(images), 1), dtype=object)
-    for i, image in enumerate(images):
-        cells[i, 0] = image
-    variables = {f"Is{suffix}": cells, f"phis{suffix}": phis, f"bboxes{suffix}": boxes}
-    scipy.io.savemat(path, {k: v for k, v in variables.items() if k != drop})
-    return path
-
-
-def write_v73(path: Path, images: list, phis: np.ndarray, boxes: np.ndarray, suffix: str = "T",
-              drop: str | None = None) -> Path:
-    """A MATLAB v7.3 file laid out as MATLAB writes it: a 512-byte header, arrays transposed, the cell array a
-    (1, N) dataset of references to images in ``#refs#``."""
-    with h5py.File(path, "w", userblock_size=512) as f:
-        refs = []
-        for i, image in enumerate(images):
-            data = f.create_dataset(f"#refs#/{chr(97 + i)}", data=image.T)
-            data.attrs["MATLAB_class"] = np.bytes_("uint8")
-            refs.append(data.ref)
-        variables = {f"Is{suffix}": np.array([refs], dtype=h5py.ref_dtype), f"phis{suffix}": phis.T,
-                     f"bboxes{suffix}": boxes.T}
-        for name, value in variables.items():
-            if name != drop:
-                f.create_dataset(name, data=value).attrs["MATLAB_class"] = np.bytes_("cell" if "Is" in name
-                                                                                     else "double")
-    header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 HDF5 schema 1.00 ."
-    with open(path, "r+b") as f:
-        f.write(header.ljust(116) + bytes(8) + b"\x00\x02IM")
-    return path
-
-
-def cofw_folder(root: Path, n: int = 3, phis_edit=None) -> tuple[Path, tuple]:
-    """COFW train (v7.3 colour name) and test (grey release name, v5) files of ``n`` faces each."""
-    root.mkdir(parents=True, exist_ok=True)
-    train, test = tiny_cofw(n, seed=1), tiny_cofw(n, seed=2)
-    if phis_edit is not None:
-        phis_edit(test[1])
-    write_v73(root / "COFW_train_color.mat", *train, suffix="Tr")
-    write_v5(root / "COFW_test.mat", *test, suffix="T")
-    return root, test
-
-
-def cofw68_folder(root: Path, train_root: Path, annotations: tuple[int, ...] = (1, 2, 3)) -> Path:
-    """The three real COFW-68 annotations and boxes, with a COFW test .mat of three images that hold them, and
-    a one-face-per-folder 300W training copy."""
-    images, phis, boxes = tiny_cofw(3)
-    for i in range(3):
-        points = read_cofw68_annotation(REAL / f"{i + 1}_points.mat")[0]
-        w, h = np.ceil(points.max(0)).astype(int) + 12
-        images[i] = np.zeros((h, w) if i == 1 else (h, w, 3), np.uint8)
-    (root / "COFW68_Data" / "test_annotations").mkdir(parents=True)
-    write_v73(root / "COFW_test_color.mat", images, phis, boxes, suffix="T")
-    shutil.copy(REAL / "cofw68_test_bboxes.mat", root / "COFW68_Data")
-    for i in annotations:
-        shutil.copy(REAL / f"{i}_points.mat", root / "COFW68_Data" / "test_annotations")
-    points = read_cofw68_annotation(REAL / "1_points.mat")[0]
-    for folder in ("afw", "helen/trainset", "lfpw/trainset"):
-        (train_root / folder).mkdir(parents=True)
-        lines = ["version: 1", "n_points: 68", "{", *(f"{x:.3f} {y:.3f}" for x, y in points), "}"]
-        (train_root / folder / "face.pts").write_text("\n".join(lines) + "\n")
-        Image.fromarray(np.full((140, 200, 3), 90, np.uint8)).save(train_root / folder / "face.jpg")
-    return root
 
 
 def test_both_matlab_versions_read_the_same(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import json
 from pathlib import Path
 
@@ -9,8 +11,14 @@ import cv2
 import numpy as np
 import pytest
 
-from datamodules import face_model
-from datamodules.face_model import (
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from datamodules.augment import AugmentConfig
+from datamodules.synthetic import SUBSET_SCHEMES, SyntheticFaceDataModule, SyntheticFaceSource, face_model
+from datamodules.synthetic.face_model import (
     load_shape_model,
     pose_and_project,
     sample_shape_3d,
@@ -18,7 +26,7 @@ from datamodules.face_model import (
     to_wflw98,
     wflw98_to_68,
 )
-from datamodules.face_render import ATTRIBUTES, SyntheticFace, render_face
+from datamodules.synthetic.face_render import ATTRIBUTES, SyntheticFace, render_face
 from landmarks.layouts import COFW_29, W300_68, WFLW_98
 
 DATA = Path(__file__).parent / "data"
@@ -293,3 +301,65 @@ def test_landmarks_sit_on_image_structure():
     assert ratios["eye corners"] > 2.5, ratios
     assert ratios["mouth corners"] > 2.5, ratios
     assert min(ratios.values()) > 1.5, ratios
+
+
+# ------------------------------------------------------------------------------------------ frozen faces
+
+# sha256 (first 16 hex digits) of faces and samples computed with the generator before it moved into
+# datamodules/synthetic/ and before faces were kept in memory: the demo's numbers rest on these bytes.
+FACE_DIGESTS = {  # (layout, split, seed, index, image_size, attribute_rate, subsets): image, landmarks, ...
+    ("300w_68", "train", 0, 0, 160, 0.2, "attributes"): "f2c64755cd0741da",
+    ("300w_68", "test", 0, 7, 160, 0.2, "attributes"): "b543b729376b0956",
+    ("wflw_98", "train", 3, 5, 160, 0.2, "attributes"): "dc0a92f04a1aecf7",
+    ("300w_68", "train", 1, 2, 256, 1.0, "attributes"): "ca5d18dd1678a312",
+    ("wflw_98", "test", 2, 4, 200, 1.0, "300w"): "1360d671c2a3b961",
+}
+SAMPLE_DIGESTS = {  # the demo's augmentation on a 40-face datamodule, margin 1.25: split -> first samples
+    "train": ["796adbe22f724107", "980aba0cd757e721", "9b3a1aaac4ade9f4", "ee28e3f07d0425a1", "43c73bcf66968dce"],
+    "val": ["cecd3ff93923410f", "c4dbd43b206d78f8", "55b67893df9bcb78"],
+    "test": ["0f6ef9d3a6b3f62e", "a1a85ff6c19eb401", "8f73a512e3dcf542"],
+}
+
+
+def digest(*arrays: np.ndarray, text: str = "") -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    h.update(text.encode())
+    return h.hexdigest()[:16]
+
+
+@pytest.mark.parametrize("key", sorted(FACE_DIGESTS))
+def test_faces_are_bit_identical_to_the_generator_before_the_move(key):
+    layout, split, seed, index, image_size, attribute_rate, subsets = key
+    face = SyntheticFaceSource(layout, split, index + 1, seed, image_size, attribute_rate, subsets=subsets).load(index)
+    assert digest(face.image, np.asarray(face.landmarks, "<f8"), face.visible.astype(bool),
+                  np.asarray(face.boxes["jittered"], "<f8"), text=repr(face.subsets)) == FACE_DIGESTS[key]
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_samples_are_bit_identical_to_those_before_the_move(in_memory):
+    augment = AugmentConfig(rotate=20.0, scale=(0.9, 1.1), translate=0.04, flip_p=0.5, dropout_p=0.0,
+                            brightness_contrast_p=0.3, blur_p=0.05)  # experiments/hourglass/synthetic.yaml
+    dm = SyntheticFaceDataModule(layout="300w_68", train_size=40, test_size=6, image_size=160, input_size=96,
+                                 batch_size=4, num_workers=0, val_size=8, primary_normalizer="bbox", augment=augment,
+                                 margin=1.25, in_memory=in_memory)
+    dm.setup("fit")
+    dm.setup("test")
+    for split, expected in SAMPLE_DIGESTS.items():
+        samples = [dm.datasets[split][i] for i in range(len(expected))]
+        assert [digest(s["image"].numpy(), s["landmarks"].numpy(), s["visible"].numpy(),
+                       *(s["norm"][k].numpy() for k in sorted(s["norm"])), s["meta"]["transform"].numpy())
+                for s in samples] == expected, split
+
+
+def test_the_shape_model_ships_with_the_package_and_config_paths_resolve():
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["datamodules"]
+    package = Path(face_model.__file__).parents[1]  # datamodules/
+    assert any(face_model.MODEL_PATH.relative_to(package).match(p) for p in patterns)
+    assert (face_model.MODEL_PATH.parent / "PROVENANCE.md").is_file()
+    assert (face_model.MODEL_PATH.parent / "LICENSE_3DDFA_MIT").is_file()
+    module, name = "datamodules.synthetic.SyntheticFaceDataModule".rsplit(".", 1)  # as the YAML configs name it
+    assert getattr(importlib.import_module(module), name) is SyntheticFaceDataModule
+    assert set(SUBSET_SCHEMES) >= {"attributes", "300w", "aflw2000"}

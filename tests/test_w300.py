@@ -12,6 +12,8 @@ import pytest
 import scipy.io
 import torch
 from conftest import DATA
+from dataset_files import W300_REAL as REAL
+from dataset_files import make_300w, real_shape, write_face, write_pts
 from PIL import Image
 
 from datamodules import check, w300
@@ -22,7 +24,6 @@ from datamodules.w300 import Masked300WDataModule, W300DataModule, read_300w_box
 from landmarks.geometry import apply_affine, invert_affine
 from landmarks.layouts import W300_68
 
-REAL = sorted((DATA / "300w_pts").glob("*.pts"))
 SMALL = dict(check_counts=False, input_size=64, batch_size=2, num_workers=0, val_size=1)
 
 
@@ -30,36 +31,6 @@ def file_numbers(path: Path) -> np.ndarray:
     """Independent reference: the 68 'x y' lines after the 3 header lines, read with numpy."""
     lines = path.read_text().replace("\r", "").splitlines()
     return np.loadtxt(lines[3:71])
-
-
-def write_pts(path: Path, points: np.ndarray, newline: str = "\n", end: str = "") -> None:
-    body = newline.join(["version: 1", f"n_points:  {len(points)}", "{"] + [f"{x:.6f} {y:.6f}" for x, y in points])
-    path.write_text(body + newline + "}" + end)
-
-
-def write_face(folder: Path, stem: str, points: np.ndarray, suffix: str = ".jpg", size=(96, 80)) -> None:
-    """A 300W face: an image (RGB noise, size W x H) and its 1-based .pts."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(abs(hash(stem)) % 2**32)
-    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(folder / f"{stem}{suffix}")
-    write_pts(folder / f"{stem}.pts", points)
-
-
-def real_shape(i: int, width: float = 96, height: float = 80) -> np.ndarray:
-    """A real 68-point shape scaled into a small image (1-based coordinates)."""
-    pts = read_pts(REAL[i % len(REAL)])
-    pts = (pts - pts.min(0)) / (pts.max(0) - pts.min(0)).max() * (min(width, height) * 0.6)
-    return pts + [width * 0.2 + 1, height * 0.2 + 1]
-
-
-def make_300w(root: Path, per_folder: int = 2, private: bool = False) -> Path:
-    keys = [k for k in w300.FOLDERS if private or k not in ("indoor", "outdoor")]
-    for key in keys:
-        folder = root / w300.FOLDERS[key][0][0]
-        for j in range(per_folder):
-            stem = f"image_{j:03d} _01" if key == "ibug" else f"{key}_{j}"
-            write_face(folder, stem, real_shape(j), ".png" if key.startswith("lfpw") else ".jpg")
-    return root
 
 
 def test_read_pts_real_files_and_quirks(tmp_path):

@@ -3,16 +3,15 @@
 The landmarks are four real WFLW faces (tests/data/wflw_coco, from mmpose) moved onto small synthetic images.
 """
 
-import json
 import re
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from dataset_files import CHEER, DRESS, IMAGE_SIZES, LIST, SUBSETS, list_line, real_shapes, subset_files
+from dataset_files import write_lines as write
 
 from datamodules.base import NORMALIZERS
 from datamodules.files import DatasetError, Problems
@@ -28,95 +27,14 @@ from datamodules.wflw import (
 from landmarks.geometry import apply_affine, invert_affine
 from landmarks.layouts import WFLW_98
 
-DATA = Path(__file__).parent / "data" / "wflw_coco" / "test_wflw.json"
-LIST = "WFLW_annotations/list_98pt_rect_attr_train_test/list_98pt_rect_attr_{}.txt"
-SUBSETS = "WFLW_annotations/list_98pt_test/list_98pt_test_{}.txt"
-DRESS = "51--Dresses/51_Dresses_wearingdress_51_377.jpg"  # two faces
-FOOTBALL = "36--Football/36_Football_americanfootball_ball_36_415.jpg"
-CHEER = "7--Cheering/7_Cheering_Cheering_7_16.jpg"  # a face partly outside the image
-IMAGE_SIZES = {DRESS: (96, 128), FOOTBALL: (96, 96), CHEER: (80, 96)}  # (H, W)
-
-
-@dataclass
-class Face:
-    image: str
-    landmarks: np.ndarray
-    box: np.ndarray
-    flags: tuple[int, ...]
-
-
-def real_shapes() -> list[np.ndarray]:
-    annotations = json.loads(DATA.read_text())["annotations"]
-    return [np.asarray(a["keypoints"], dtype=np.float64).reshape(-1, 3)[:, :2] for a in annotations]
-
-
-def place(points: np.ndarray, x0: float, y0: float, side: float) -> np.ndarray:
-    """The shape scaled to ``side`` px at (x0, y0), rounded as the files write it (6 decimals)."""
-    low = points.min(0)
-    moved = (points - low) * side / (points.max(0) - low).max() + [x0, y0]
-    return np.array([[float(f"{v:.6f}") for v in p] for p in moved])
-
-
-def faces() -> dict[str, list[Face]]:
-    a, b, c, d = real_shapes()
-    shapes = {"a": place(a, 8.3, 20.1, 48), "b": place(b, 70.2, 24.7, 44), "c": place(c, 20.5, 18.25, 56),
-              "d": place(d, -6.4, 12.8, 60)}
-
-    def face(image: str, key: str, flags: tuple[int, ...]) -> Face:
-        pts = shapes[key]
-        return Face(image, pts, np.concatenate([np.floor(pts.min(0)), np.ceil(pts.max(0))]), flags)
-
-    return {"train": [face(DRESS, "a", (0,) * 6), face(DRESS, "b", (0, 0, 0, 0, 1, 0)),
-                      face(FOOTBALL, "c", (1, 0, 0, 0, 0, 1))],
-            "test": [face(DRESS, "a", (1, 0, 0, 0, 1, 0)), face(DRESS, "b", (0, 1, 0, 0, 0, 0)),
-                     face(CHEER, "d", (0, 0, 1, 1, 0, 1))]}
-
-
-def coords(points: np.ndarray) -> str:
-    return " ".join(f"{v:.6f}" for v in points.ravel())
-
-
-def list_line(face: Face) -> str:
-    return " ".join([coords(face.landmarks), *(str(int(v)) for v in face.box), *map(str, face.flags), face.image])
-
-
-def write(path: Path, lines: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n\n")  # trailing blank line, as some copies have
-
-
-def subset_files(root: Path, split_faces: list[Face], members: dict[str, list[int]] | None = None) -> None:
-    """The six list_98pt_test_*.txt files; ``members`` overrides the flag-derived membership per tag."""
-    for k, tag in enumerate(ATTRIBUTES):
-        rows = (members or {}).get(tag, [i for i, f in enumerate(split_faces) if f.flags[k]])
-        name = "largepose" if tag == "pose" else tag
-        # expression names the image without its folder: both forms occur in copies of the release.
-        image = (lambda i: Path(split_faces[i].image).name) if tag == "expression" else lambda i: split_faces[i].image
-        write(root / SUBSETS.format(name), [f"{coords(split_faces[i].landmarks)} {image(i)}" for i in rows])
-
-
-@pytest.fixture
-def tree(tmp_path: Path) -> tuple[Path, dict[str, list[Face]]]:
-    root, data = tmp_path / "WFLW", faces()
-    rng = np.random.default_rng(0)
-    for image, (h, w) in IMAGE_SIZES.items():
-        (root / "WFLW_images" / image).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / "WFLW_images" / image)
-    for split, split_faces in data.items():
-        write(root / LIST.format(split), [list_line(f) for f in split_faces])
-    subset_files(root, data["test"])
-    write(root / "WFLW_annotations/list_98pt_test/list_98pt_test.txt",
-          [f"{coords(f.landmarks)} {f.image}" for f in data["test"]])
-    return root, data
-
 
 def small_datamodule(root: Path, **kw) -> WFLWDataModule:
     return WFLWDataModule(str(root), **({"check_counts": False, "input_size": 64, "batch_size": 2, "num_workers": 0,
                                          "val_size": 1} | kw))
 
 
-def test_read_wflw_list_round_trip(tree):
-    root, data = tree
+def test_read_wflw_list_round_trip(wflw_tree):
+    root, data = wflw_tree
     for split, written in data.items():
         parsed = read_wflw_list(root / LIST.format(split))
         assert [p.line for p in parsed] == [1, 2, 3]
@@ -130,8 +48,8 @@ def test_read_wflw_list_round_trip(tree):
     np.testing.assert_array_equal(subset[0][0], data["test"][0].landmarks)
 
 
-def test_faces_are_indexed_by_line_with_subsets_from_flags(tree):
-    root, data = tree
+def test_faces_are_indexed_by_line_with_subsets_from_flags(wflw_tree):
+    root, data = wflw_tree
     source = wflw_source(root, "test", check_counts=False)
     assert len(source) == 3 and source.layout is WFLW_98 and source.subset_names == ATTRIBUTES
     assert source.image_id(0) == f"list_98pt_rect_attr_test.txt:1 {DRESS}"
@@ -152,8 +70,8 @@ def test_faces_are_indexed_by_line_with_subsets_from_flags(tree):
     assert sources["train"].records[2].subsets == ("pose", "blur") and not sources["test"].problems.errors
 
 
-def test_subset_files_are_cross_checked_against_the_flags(tree):
-    root, data = tree
+def test_subset_files_are_cross_checked_against_the_flags(wflw_tree):
+    root, data = wflw_tree
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # agreeing files: no warning at all
         wflw_source(root, "test", check_counts=False)
@@ -170,8 +88,8 @@ def test_subset_files_are_cross_checked_against_the_flags(tree):
         wflw_source(root, "test", check_counts=False, cross_check_subsets=False)
 
 
-def test_datamodule_crops_map_back_to_the_written_landmarks(tree):
-    root, data = tree
+def test_datamodule_crops_map_back_to_the_written_landmarks(wflw_tree):
+    root, data = wflw_tree
     dm = small_datamodule(root)
     dm.setup("fit")
     dm.setup("test")
@@ -191,8 +109,8 @@ def test_datamodule_crops_map_back_to_the_written_landmarks(tree):
     assert batch["landmarks"].shape == (2, 98, 2) and batch["norm"]["inter_ocular"].dtype == torch.float32
 
 
-def test_published_counts(tree, tmp_path):
-    root, data = tree
+def test_published_counts(wflw_tree, tmp_path):
+    root, data = wflw_tree
     with pytest.raises(DatasetError, match="7500"):
         small_datamodule(root, check_counts=True).setup("fit")
     # A full-size test list (one image reused) loads; subset sizes off the published ones only warn.
@@ -234,8 +152,8 @@ BAD_LINES = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_LINES))
-def test_bad_lines_raise_or_are_skipped_and_counted(tree, case):
-    root, _ = tree
+def test_bad_lines_raise_or_are_skipped_and_counted(wflw_tree, case):
+    root, _ = wflw_tree
     breaks, message = BAD_LINES[case]
     breaks(root)
     with pytest.raises(DatasetError, match=message):
@@ -257,8 +175,8 @@ def test_bad_lines_raise_or_are_skipped_and_counted(tree, case):
 
 
 @pytest.mark.parametrize("on_error", ["raise", "skip"])
-def test_missing_files_and_folders_raise_in_both_modes(tree, on_error):
-    root, _ = tree
+def test_missing_files_and_folders_raise_in_both_modes(wflw_tree, on_error):
+    root, _ = wflw_tree
     (root / LIST.format("train")).unlink()
     with pytest.raises(DatasetError, match=r"list_98pt_rect_attr_train\.txt: WFLW train list file is missing"):
         wflw_source(root, "train", on_error=on_error, check_counts=False)

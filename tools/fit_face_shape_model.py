@@ -3,7 +3,7 @@
 Usage::
 
     python tools/fit_face_shape_model.py --src /work/shared/real_samples/aflw2000_3d \
-        --out datamodules/data/face_shape_model.npz
+        --out datamodules/synthetic/data/face_shape_model.npz
 
 Input: ``AFLW2000-3D.pts68.npy`` from cleardusk/3DDFA (MIT), shape (2000, 3, 68): rows x, y (image pixels,
 y down) and z (positive towards the camera; the nose tip has the largest z in frontal faces) of the 68-point
