@@ -37,5 +37,5 @@ def test_quick_bench_prints_every_table():
                          text=True, timeout=600, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
     for title in ("Synthetic data pipeline", "Heatmap target encoding", "Metric computation", "bf16-mixed",
-                  "MHHN SDT decoding", "MHHN MCG block"):
+                  "MHHN SDT decoding", "MHHN MCG block", "Loader-fed training step"):
         assert title in out.stdout
