@@ -112,6 +112,7 @@ def check_dataset(dataset: str, root: str | Path, decode: bool = True, workers: 
         ok &= report.ok
         rows.append([split, "all", report.found, _fmt(report.expected), _status(report.found, report.expected)])
         rows += [[split, tag, n, _fmt(e), _status(n, e)] for tag, (n, e) in report.subsets.items()]
+        rows += [[split, label, n, "-", ""] for label, n in source.extra_counts.items()]
         errors += report.errors
     print(tabulate(rows, headers=["split", "subset", "found", "expected", ""], tablefmt="simple"), file=out)
     for message in errors[:50]:

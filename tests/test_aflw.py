@@ -1,5 +1,6 @@
 """AFLW-19, AFLW2000-3D and 300W-LP: parsers on tiny files in the real formats, protocols, datamodules, errors."""
 
+import io
 import math
 
 import numpy as np
@@ -20,6 +21,7 @@ from datamodules.aflw2000 import (
     yaw_bin,
 )
 from datamodules.base import FaceLandmarkDataModule
+from datamodules.check import check_dataset
 from datamodules.files import DatasetError
 from landmarks.geometry import apply_affine, invert_affine, points_bbox
 from landmarks.layouts import W300_68
@@ -50,12 +52,34 @@ def test_aflw_sources_split_by_ra_with_frontal_subset(tmp_path):
     face = test.load(1)
     assert face.image.shape == (96, 128, 3) and not face.visible.all()
     np.testing.assert_array_equal(face.landmarks, np.stack([a["data"][3, :19], a["data"][3, 19:]], 1))
-    assert test.protocol == {"one_based": False, "train_size": 4} and test.expected_size == 4386
+    assert test.protocol == {"one_based": False, "train_size": 4, "frontal": "visible_in_box"}
+    assert test.expected_size == 4386
     shifted = aflw_source(tmp_path, "test", one_based=True, train_size=4, check_counts=False)
     np.testing.assert_allclose(shifted.records[1].landmarks, face.landmarks - 1)
     np.testing.assert_allclose(shifted.records[1].boxes["given"], face.boxes["given"] - 1)
     assert shifted.protocol["one_based"] is True
     assert set(aflw_check_sources(tmp_path, train_size=4, on_error="skip", check_counts=False)) == {"train", "test"}
+
+
+def test_frontal_definitions_differ_on_a_point_outside_the_box(tmp_path):
+    """Test row 1 has every point visible; moved one point outside its box, it stays frontal by "all_visible"
+    and leaves "visible_in_box" (SAN's test); each source counts both and records its choice."""
+    arrays = aflw_arrays()
+    data = arrays["data"].copy()
+    x1, x2 = arrays["bbox"][1, 0], arrays["bbox"][1, 1]
+    data[1, 5] = x2 + 3.0  # point 5 of row 1, x beyond the box's right edge
+    make_aflw(tmp_path, data=data)
+    strict = aflw_source(tmp_path, "test", train_size=4, check_counts=False)
+    loose = aflw_source(tmp_path, "test", train_size=4, check_counts=False, frontal="all_visible")
+    assert [r.subsets for r in strict.records] == [(), ()] and [r.subsets for r in loose.records] == [("frontal",), ()]
+    assert loose.protocol["frontal"] == "all_visible" and strict.protocol["frontal"] == "visible_in_box"
+    assert strict.extra_counts == {"frontal (19 visible, inside the box) <- 'frontal'": 0, "frontal (19 visible)": 1}
+    assert x1 < data[1, 0] < x2  # the other points stay inside
+    with pytest.raises(ValueError, match="frontal must be one of"):
+        aflw_source(tmp_path, "test", train_size=4, check_counts=False, frontal="visible")
+    report = io.StringIO()
+    check_dataset("aflw", tmp_path, decode=False, out=report)
+    assert "frontal (19 visible)" in report.getvalue() and "frontal (19 visible, inside the box)" in report.getvalue()
 
 
 def check_crops_map_back(dataset, source, count):
@@ -75,7 +99,8 @@ def test_aflw_datamodule_crops_and_face_size_normaliser(tmp_path):
     dm.setup("test")
     assert (len(dm.datasets["train"]), len(dm.datasets["val"]), len(dm.datasets["test"])) == (3, 1, 2)
     assert dm.primary_normalizer == "bbox" and dm.crop.box_source == dm.crop.bbox_norm_source == "given"
-    assert dm.protocol()["annotation"] == {"one_based": False, "train_size": 4} and dm.subset_names == ("frontal",)
+    assert dm.protocol()["annotation"] == {"one_based": False, "train_size": 4, "frontal": "visible_in_box"}
+    assert dm.subset_names == ("frontal",)
     for sample, raw, scale in check_crops_map_back(dm.datasets["test"], dm.test_source, 2):
         x1, y1, x2, y2 = raw.boxes["given"]
         assert sample["norm"]["bbox"].item() == pytest.approx(math.sqrt((x2 - x1) * (y2 - y1)) * scale, rel=1e-5)
