@@ -30,7 +30,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from bench_feed import bench_loader_feed  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
-from bench_mhhn import bench_mcg, bench_sdt  # noqa: E402
+from bench_mhhn import bench_mcg, bench_sdt, bench_sdt_readings  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
@@ -213,6 +213,8 @@ def main(argv: list[str] | None = None) -> None:
          lambda: bench_precision(batch_size, input_size, repeats)),
         ("MHHN SDT decoding: batched torch vs per-landmark numpy loop (64x64 maps, 68 landmarks)",
          lambda: bench_sdt(opts.quick)),
+        ("MHHN SDT readings: mean error (heatmap px) by peak height G and width sigma, vs argmax + 1/4",
+         lambda: bench_sdt_readings(opts.quick)),
         ("MHHN MCG block: forward + backward per image, SDPA vs explicit N x N (256 channels)",
          lambda: bench_mcg(opts.quick)),
         ("Loader-fed training step / step on pre-loaded batches (demo hourglass and data, 1 worker; goal <= 1.10)",

@@ -16,8 +16,10 @@ step is ``block(P, O)`` then a backward pass to P, O and γ (γ = 0.5 so the who
 * ``explicit``: the formula as written, Z = P Pᵀ + O Oᵀ + P Oᵀ, softmax, Ẑ O, with Z held in memory.
 
 Reported per image: the median step time and the peak memory the step adds on top of its inputs. Each
-configuration runs in a fresh subprocess; on CPU the peak is the growth of ``ru_maxrss`` (from after building
-the inputs to after the timed steps), on CUDA ``max_memory_allocated`` after ``reset_peak_memory_stats``.
+configuration runs in a fresh subprocess; on CUDA the peak is ``max_memory_allocated`` after
+``reset_peak_memory_stats``; on CPU it is read from the profiler's memory view of one extra step (every tensor
+torch creates and frees, in time order; the peak of their running sum), because the process's resident size
+(``ru_maxrss``) only moves when a step outgrows what the process ever held, and read 0 for most rows.
 ``N×N fp32 MB/img`` is the size of one N×N fp32 matrix, for comparison (67 MB at 64x64). MB = 10⁶ bytes.
 
 Standalone: ``python benchmarks/bench_mhhn.py [--quick]`` prints the table.
@@ -27,10 +29,10 @@ from __future__ import annotations
 
 import json
 import math
-import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +43,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from landmarks.heatmaps import decode_sdt, encode_gaussian  # noqa: E402
+from landmarks.heatmaps import decode_argmax, decode_sdt, encode_gaussian  # noqa: E402
 from lightning_modules.components.mcg import MultiOrderCorrelation  # noqa: E402
 
 CHANNELS = 256
@@ -82,8 +84,6 @@ def measure(size: int, dtype: str, implementation: str, batch: int, repeats: int
         sync()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     times = []
     for i in range(repeats + 1):  # the first, full-size, step is a warm-up: not timed, but in the peak
         p.grad = o.grad = None
@@ -96,10 +96,25 @@ def measure(size: int, dtype: str, implementation: str, batch: int, repeats: int
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() - base
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+        p.grad = o.grad = None
+        peak = profiled_peak(lambda: step(p, o, grad))
     return {"map": f"{size}x{size}", "dtype": dtype, "implementation": implementation, "batch": batch,
             "device": device.type, "ms/img": 1e3 * sorted(times)[len(times) // 2] / batch,
             "peak MB/img": peak / 1e6 / batch, "N×N fp32 MB/img": (size * size) ** 2 * 4 / 1e6}
+
+
+def profiled_peak(fn: Callable[[], None]) -> float:
+    """Bytes: the peak, over one call of ``fn``, of the tensors created minus those freed since it started, from
+    the profiler's memory view (``_memory_profile``: the timeline behind ``export_memory_timeline``)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+        fn()
+    current = peak = 0
+    for _, action, _, size in prof._memory_profile().timeline:
+        current += {"CREATE": size, "DESTROY": -size}.get(action.name, 0)
+        peak = max(peak, current)
+    return float(peak)
 
 
 def sdt_numpy_loop(maps: np.ndarray, window: int = 9, sigma: float = 3.0) -> np.ndarray:
@@ -134,12 +149,13 @@ def bench_sdt(quick: bool) -> pd.DataFrame:
     reference = sdt_numpy_loop(maps.double().numpy())
     loop_ms = (time.perf_counter() - start) * 1e3
     for dtype in (torch.float32, torch.float64):
-        decode_sdt(maps.to(dtype))  # warm-up
+        decode_sdt(maps.to(dtype), reading="eq20")  # warm-up
         times = []
         for _ in range(3 if quick else 10):
             start = time.perf_counter()
-            pred, fallback = decode_sdt(maps.to(dtype), return_fallback=True)
+            pred, info = decode_sdt(maps.to(dtype), reading="eq20", return_info=True)
             times.append((time.perf_counter() - start) * 1e3)
+        fallback = info.fallback
         both = ~fallback.numpy() & np.isfinite(reference).all(-1)
         ms = float(np.median(times))
         rows.append({"implementation": f"torch batched, {str(dtype).split('.')[-1]}", "batch": batch,
@@ -150,6 +166,38 @@ def bench_sdt(quick: bool) -> pd.DataFrame:
     rows.append({"implementation": "numpy loop, per landmark", "batch": batch, "ms / batch": loop_ms,
                  "x faster than the loop": 1.0, "max |diff| px": 0.0, "fallback": no_fit})
     return pd.DataFrame(rows)
+
+
+READINGS = {"argmax + 1/4": None, "eq20, window frame": ("eq20", "window"),
+            "eq20, heatmap frame": ("eq20", "heatmap"), "isotropic (default)": ("isotropic", "window"),
+            "eq18": ("eq18", "window")}
+
+
+def bench_sdt_readings(quick: bool) -> pd.DataFrame:
+    """Mean decoding error (heatmap px) of each SDT reading and frame against argmax + 1/4, on Gaussians of
+    height G and width sigma (sigma* = 3 in eq. 20), exact and with N(0, 0.01) noise, centres uniform in
+    [10, 54] on 64x64 maps; the last row counts the (noise, sigma, G) cells where a reading is worse than
+    argmax + 1/4. This is the measurement behind the codec's default ``sdt_reading``."""
+    g = torch.Generator().manual_seed(0)
+    centres = 10 + torch.rand(1, 100 if quick else 400, 2, generator=g, dtype=torch.float64) * 44
+    y, x = torch.meshgrid(torch.arange(64.0, dtype=torch.float64), torch.arange(64.0, dtype=torch.float64),
+                          indexing="ij")
+    rows = []
+    for noise in (0.0, 0.01):
+        for sigma in (2.0, 3.0, 4.0):
+            for height in (0.8, 0.9, 0.98, 0.99, 1.0, 1.01, 1.1, 1.3):
+                d2 = (x - centres[..., 0, None, None]) ** 2 + (y - centres[..., 1, None, None]) ** 2
+                maps = height * torch.exp(-d2 / (2 * sigma**2))
+                maps = maps + noise * torch.randn(maps.shape, generator=g, dtype=maps.dtype)
+                row = {"noise": noise, "sigma": sigma, "G": height}
+                for name, reading in READINGS.items():
+                    pred = decode_argmax(maps) if reading is None else decode_sdt(maps, 9, 3.0, *reading)
+                    row[name] = float((pred.double() - centres).norm(dim=-1).mean())
+                rows.append(row)
+    frame = pd.DataFrame(rows)
+    worse = {name: int((frame[name] > frame["argmax + 1/4"] + 1e-12).sum()) for name in READINGS}
+    return pd.concat([frame, pd.DataFrame([{"noise": "cells worse than argmax + 1/4", **worse}])],
+                     ignore_index=True)
 
 
 def bench_mcg(quick: bool) -> pd.DataFrame:
@@ -171,5 +219,5 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--worker"]:
         print(json.dumps(measure(**json.loads(sys.argv[2]))))
     else:
-        for bench in (bench_sdt, bench_mcg):
+        for bench in (bench_sdt, bench_sdt_readings, bench_mcg):
             print(bench(quick="--quick" in sys.argv[1:]).to_markdown(index=False, floatfmt=".4g"), end="\n\n")

@@ -107,8 +107,14 @@ def decode_soft_argmax(heatmaps: torch.Tensor, beta: float | None = None) -> tor
 # --- subpixel detection technology (SDT, MHHN paper 001 eqs. 11-20) ------------------------------------------
 
 
+SDTReading = Literal["isotropic", "eq20", "eq18"]
+SDTFrame = Literal["window", "heatmap"]
+SDT_READINGS: tuple[str, ...] = get_args(SDTReading)
+SDT_FRAMES: tuple[str, ...] = get_args(SDTFrame)
+
+
 def fit_gaussian_surface(
-    heatmaps: torch.Tensor, window: int = 9, eps: float = 1e-6
+    heatmaps: torch.Tensor, window: int = 9, eps: float = 1e-6, frame: SDTFrame = "window"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Guo's weighted log fit of ``G exp(-(x-u)^2/(2 sx^2) - (y-v)^2/(2 sy^2))`` around each map's argmax.
 
@@ -116,17 +122,20 @@ def fit_gaussian_surface(
     ``f [1, x, y, x^2, y^2]`` and ``c = [ln G - u^2/(2sx^2) - v^2/(2sy^2), u/sx^2, v/sy^2, -1/(2sx^2), -1/(2sy^2)]``
     (eq. 14), solved by QR for every image and landmark at once (eqs. 15-17: ``c = R1^-1 Q^T a``).
 
-    The fit uses coordinates local to the window centre (IMPLEMENTATION_NOTES §2.3; for conditioning, x^2 stays
-    below (window/2)^2), so ``c`` is in that local frame. Samples outside the map get weight 0; values are
-    clamped to >= ``eps`` before the log. The window position (the argmax) is a constant; ``c`` is
-    differentiable in the map values.
+    ``frame`` is the origin of (x, y): "window" (the argmax pixel: IMPLEMENTATION_NOTES §2.3; x^2 stays below
+    (window/2)^2, well conditioned) or "heatmap" (map pixel [0, 0], the paper's own coordinates in eqs. 3-20).
+    A least-squares fit is the same surface in either frame, so only readings that depend on the origin
+    (eq. 20) differ. Samples outside the map get weight 0; values are clamped to >= ``eps`` before the log. The
+    window position (the argmax) is a constant; ``c`` is differentiable in the map values.
 
     Returns:
-        coefficients (B, K, 5) in the local frame (float64; float32 on MPS), and the window centres (B, K, 2)
-        as integer (x, y).
+        coefficients (B, K, 5) in ``frame`` (float64; float32 on MPS), and the window centres (B, K, 2) as
+        integer (x, y).
     """
     if window < 3 or window % 2 == 0:
         raise ValueError(f"window must be odd and >= 3, got {window}")
+    if frame not in SDT_FRAMES:
+        raise ValueError(f"frame must be one of {SDT_FRAMES}, got {frame!r}")
     h, w = heatmaps.shape[-2:]
     centre = argmax_2d(heatmaps.detach())  # (B, K, 2)
     # Only the windows go to float64 (MPS has none: float32): eq. 20's second case divides two small numbers
@@ -139,8 +148,8 @@ def fit_gaussian_surface(
     index = ys.clamp(0, h - 1) * w + xs.clamp(0, w - 1)
     f = heatmaps.flatten(-2).gather(-1, index).to(dtype).clamp_min(eps)  # (B, K, L)
     weight = f * inside
-    fx, fy = dx.to(f.dtype), dy.to(f.dtype)
-    basis = torch.stack([torch.ones_like(fx), fx, fy, fx.square(), fy.square()], -1)  # (L, 5)
+    fx, fy = (dx.to(f.dtype), dy.to(f.dtype)) if frame == "window" else (xs.to(f.dtype), ys.to(f.dtype))
+    basis = torch.stack([torch.ones_like(fx), fx, fy, fx.square(), fy.square()], -1)  # (L, 5) or (B, K, L, 5)
     design = weight.unsqueeze(-1) * basis  # (B, K, L, 5)
     q, r1 = torch.linalg.qr(design)  # reduced: (B, K, L, 5), (B, K, 5, 5)
     s = q.transpose(-1, -2) @ (weight * f.log()).unsqueeze(-1)  # (B, K, 5, 1)
@@ -154,66 +163,101 @@ def _safe(x: torch.Tensor, ok: torch.Tensor, fill: float) -> torch.Tensor:
 
 
 def sdt_from_coefficients(
-    coefficients: torch.Tensor, centre: torch.Tensor, sigma: float, constrained: bool = True
+    coefficients: torch.Tensor, centre: torch.Tensor, sigma: float, reading: SDTReading = "isotropic",
+    frame: SDTFrame = "window",
 ) -> torch.Tensor:
-    """(B, K, 5) window-local coefficients and (B, K, 2) window centres → (B, K, 2) Gaussian centres (x, y).
+    """(B, K, 5) coefficients in ``frame`` and (B, K, 2) window centres → (B, K, 2) Gaussian centres (x, y) in
+    heatmap pixels. Entries that are not a fit (flat map, no peak) come out non-finite or far away.
 
-    ``constrained=False`` ("SDL1"): eq. 18, ``u = -c1 / (2 c3)``, ``v = -c2 / (2 c4)``.
-    ``constrained=True`` (MHHN's SDT, eqs. 19-20: G = 1, sx = sy): ``u = sigma*^2 c1`` if ``c0 >= 0``, otherwise
-    ``u = s c1`` with ``s = -2 c0 / (c1^2 + c2^2)``, the sigma^2 implied by G = 1 (and the same for v). Read in
-    the window frame (origin at the argmax pixel), as IMPLEMENTATION_NOTES §2.3 prescribes. Eq. 20 is not
-    invariant to the origin: read in the heatmap frame its error grows with the distance from pixel [0, 0]
-    (an error e in the curvature moves u by about 2 e sigma^2 u), which made it worse than the plain argmax on
-    trained maps. In the window frame the first case is exact for sigma = sigma* whatever G; the second, taken
-    when G < 1, only holds for G = 1 and otherwise lands far away (then :func:`decode_sdt` falls back).
-    Entries that are not a fit (flat map, no peak) come out non-finite or far away.
+    Readings:
+
+    - ``"eq18"`` (unconstrained, MHHN's "SDL1"): ``u = -c1 / (2 c3)``, ``v = -c2 / (2 c4)``.
+    - ``"isotropic"`` (sx = sy, G and sigma estimated): ``u = -c1 / (c3 + c4)``, ``v = -c2 / (c3 + c4)``.
+    - ``"eq20"`` (the paper's constrained reading, G = 1 and sx = sy): ``u = sigma*^2 c1`` if ``c0 >= 0``,
+      otherwise ``u = s c1`` with ``s = -2 c0 / (c1^2 + c2^2)``, the sigma^2 that G = 1 implies (v alike).
+
+    eq18 and isotropic are exact for any height G and width sigma of a Gaussian, in either frame. eq20 depends
+    on the origin. In the window frame its first case (c0 >= 0, i.e. ln G >= r^2 / 2 sigma^2 for the sub-pixel
+    offset r) is exact only for sigma = sigma*, and its second divides by a small number when G is just below 1
+    (s = sigma^2 - 2 sigma^4 ln G / r^2): at G = 0.98-0.99 it errs by up to a pixel. In the heatmap frame the
+    second case always applies and errs by about 2 sigma^2 |ln G| / R (R: distance from map pixel [0, 0]), but
+    fit noise in the curvature moves u in proportion to R. ``benchmarks/bench_mhhn.py`` measures all three.
     """
     c0, c1, c2, c3, c4 = coefficients.unbind(-1)
-    if constrained:
+    if reading == "eq20":
         norm = c1.square() + c2.square()
         scale = torch.where(c0 >= 0, torch.full_like(c0, sigma**2), -2 * c0 / _safe(norm, norm > 0, 1.0))
         scale = _safe(scale, (c0 >= 0) | (norm > 0), float("nan"))  # c0 < 0 on a flat top: no estimate
-        local = torch.stack([scale * c1, scale * c2], -1)
-    else:
+        found = torch.stack([scale * c1, scale * c2], -1)
+    elif reading == "isotropic":
+        curvature = c3 + c4  # -1 / sigma^2 for an isotropic Gaussian
+        peak = curvature < 0
+        found = torch.stack([c1, c2], -1) / -_safe(curvature, peak, -1.0).unsqueeze(-1)
+        found = torch.where(peak.unsqueeze(-1), found, torch.full_like(found, float("nan")))
+    elif reading == "eq18":
         peak = (c3 < 0) & (c4 < 0)
-        local = torch.stack([-c1 / (2 * _safe(c3, peak, -1.0)), -c2 / (2 * _safe(c4, peak, -1.0))], -1)
-        local = torch.where(peak.unsqueeze(-1), local, torch.full_like(local, float("nan")))
-    return local + centre.to(local.dtype)
+        found = torch.stack([-c1 / (2 * _safe(c3, peak, -1.0)), -c2 / (2 * _safe(c4, peak, -1.0))], -1)
+        found = torch.where(peak.unsqueeze(-1), found, torch.full_like(found, float("nan")))
+    else:
+        raise ValueError(f"reading must be one of {SDT_READINGS}, got {reading!r}")
+    return found + centre.to(found.dtype) if frame == "window" else found
+
+
+def peak_height(coefficients: torch.Tensor) -> torch.Tensor:
+    """(B, K, 5) coefficients → (B, K) height G of the fitted surface (any frame), NaN where it has no maximum:
+    ``ln G = c0 - c1^2 / (4 c3) - c2^2 / (4 c4)``."""
+    c0, c1, c2, c3, c4 = coefficients.unbind(-1)
+    peak = (c3 < 0) & (c4 < 0)
+    log_g = c0 - c1.square() / (4 * _safe(c3, peak, -1.0)) - c2.square() / (4 * _safe(c4, peak, -1.0))
+    return torch.where(peak, log_g.exp(), torch.full_like(log_g, float("nan")))
+
+
+@dataclass(frozen=True)
+class SDTInfo:
+    """What an SDT decoding saw, per landmark: ``fallback`` (B, K) bool (argmax + 1/4 was used), ``peak``
+    (B, K) the fitted height G (NaN without a maximum) and ``centre`` (B, K, 2) the argmax pixel."""
+
+    fallback: torch.Tensor
+    peak: torch.Tensor
+    centre: torch.Tensor
 
 
 def decode_sdt(
     heatmaps: torch.Tensor,
     window: int = 9,
     sigma: float = 3.0,
-    constrained: bool = True,
+    reading: SDTReading = "isotropic",
+    frame: SDTFrame = "window",
     max_offset: float = 1.0,
-    return_fallback: bool = False,
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    return_info: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, SDTInfo]:
     """(B, K, h, w) → (B, K, 2) sub-pixel landmarks (x, y) in heatmap pixels by MHHN's SDT (eqs. 11-20).
 
     A Gaussian surface is fitted in a ``window`` x ``window`` neighbourhood of each argmax
-    (:func:`fit_gaussian_surface`) and its centre read with the constrained solution of eq. 20 (``sigma`` is
-    the sigma* of the training targets) or the unconstrained one of eq. 18. Where the fit does not describe a
-    peak (non-finite, no maximum, or a centre more than ``max_offset`` pixels from the argmax pixel: flat,
-    multi-modal or noisy maps), the landmark falls back to the argmax with the quarter-pixel shift
-    (:func:`decode_argmax`). Differentiable in the map values where the fit is used.
+    (:func:`fit_gaussian_surface`, in ``frame``) and its centre read with ``reading``
+    (:func:`sdt_from_coefficients`; ``sigma`` is the sigma* of the training targets, used by eq20 only). Where
+    the fit does not describe a peak (non-finite, no maximum, or a centre more than ``max_offset`` pixels from
+    the argmax pixel: flat, multi-modal or noisy maps), the landmark falls back to the argmax with the
+    quarter-pixel shift (:func:`decode_argmax`). Differentiable in the map values where the fit is used.
 
-    Returns the points, and with ``return_fallback=True`` also the (B, K) bool mask of fallback landmarks.
+    Returns the points, and with ``return_info=True`` also an :class:`SDTInfo`.
     """
     out_dtype = heatmaps.dtype if heatmaps.dtype in (torch.float32, torch.float64) else torch.float32
     with torch.autocast(heatmaps.device.type, enabled=False):  # no bf16 matmuls under autocast
-        coefficients, centre = fit_gaussian_surface(heatmaps, window)
-    points = sdt_from_coefficients(coefficients, centre, sigma, constrained)
+        coefficients, centre = fit_gaussian_surface(heatmaps, window, frame=frame)
+    points = sdt_from_coefficients(coefficients, centre, sigma, reading, frame)
     offset = (points - centre.to(points.dtype)).abs().amax(-1)
     ok = torch.isfinite(points).all(-1) & (offset <= max_offset)
     fallback = decode_argmax(heatmaps.detach(), peak=centre).to(points.dtype)
     points = torch.where(ok.unsqueeze(-1), _safe(points, ok.unsqueeze(-1), 0.0), fallback).to(out_dtype)
-    return (points, ~ok) if return_fallback else points
+    if not return_info:
+        return points
+    return points, SDTInfo(~ok, peak_height(coefficients.detach()), centre)
 
 
 # --- the codec: one model's heatmap choices in one object ------------------------------------------------------
 
-Decoder = Literal["argmax_integer", "argmax_quarter", "soft_argmax", "sdt", "sdt_unconstrained"]
+Decoder = Literal["argmax_integer", "argmax_quarter", "soft_argmax", "sdt"]
 DECODERS: tuple[str, ...] = get_args(Decoder)
 
 
@@ -227,9 +271,12 @@ class HeatmapCodec:
         truncate: targets are 0 beyond ``truncate * sigma`` along either axis (HRNet / TAB: 3); None: untruncated.
         decoder: "argmax_integer" (the arg-max pixel, as MHHN's "traverse the heatmap"), "argmax_quarter"
             (arg-max moved 1/4 pixel toward the higher neighbour, IMPLEMENTATION_NOTES §0.6), "soft_argmax"
-            (expectation of the clamped, normalised map), "sdt" (MHHN's Gaussian surface fit read with eq. 20) or
-            "sdt_unconstrained" (eq. 18).
+            (expectation of the clamped, normalised map) or "sdt" (MHHN's Gaussian surface fit, :func:`decode_sdt`).
         window: side of the SDT fitting window (odd; 9 in MHHN).
+        sdt_reading: how the fit is read (:func:`sdt_from_coefficients`): "isotropic" (the default, chosen by
+            measurement: never worse than argmax + 1/4 for peak heights 0.8-1.3 and sigma 2-4, exact at any
+            height), "eq20" (the paper's G = 1 constraint, literal) or "eq18" (unconstrained).
+        sdt_frame: origin of the fit, "window" (the argmax pixel) or "heatmap" (map pixel [0, 0], the paper's).
         max_offset: SDT falls back to argmax + 1/4 where its estimate lies farther than this from the arg-max
             pixel (heatmap pixels).
     """
@@ -239,21 +286,26 @@ class HeatmapCodec:
     truncate: float | None = None
     decoder: Decoder = "argmax_quarter"
     window: int = 9
+    sdt_reading: SDTReading = "isotropic"
+    sdt_frame: SDTFrame = "window"
     max_offset: float = 1.0
 
     def __post_init__(self) -> None:
         if self.decoder not in DECODERS:
-            hint = " ('argmax' is now 'argmax_quarter', with the 1/4 shift, or 'argmax_integer')" \
-                if self.decoder == "argmax" else ""
-            raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}{hint}")
+            hints = {"argmax": " ('argmax' is now 'argmax_quarter', with the 1/4 shift, or 'argmax_integer')",
+                     "sdt_unconstrained": " (eq. 18 is now decoder 'sdt' with sdt_reading 'eq18')"}
+            raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}{hints.get(self.decoder, '')}")
         if self.window < 3 or self.window % 2 == 0:
             raise ValueError(f"the SDT window must be odd and >= 3, got {self.window}")
         if not self.stride > 0 or not self.sigma > 0:
             raise ValueError(f"stride and sigma must be positive, got {self.stride} and {self.sigma}")
+        if self.sdt_reading not in SDT_READINGS or self.sdt_frame not in SDT_FRAMES:
+            raise ValueError(f"sdt_reading must be one of {SDT_READINGS} and sdt_frame one of {SDT_FRAMES}, got "
+                             f"{self.sdt_reading!r} and {self.sdt_frame!r}")
 
     @property
     def is_sdt(self) -> bool:
-        return self.decoder.startswith("sdt")
+        return self.decoder == "sdt"
 
     def to_heatmap(self, points: torch.Tensor) -> torch.Tensor:
         """Crop pixels → heatmap pixels."""
@@ -267,18 +319,19 @@ class HeatmapCodec:
         """(B, K, 2) crop-pixel landmarks → (B, K, h, w) Gaussian targets (peak 1), on the points' device."""
         return encode_gaussian(self.to_heatmap(points), tuple(size), self.sigma, self.truncate)
 
-    def decode_heatmap(self, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, K, h, w) → (B, K, 2) heatmap-pixel landmarks and the (B, K) bool mask of SDT fallbacks (all False
-        for the other decoders)."""
+    def sdt(self, maps: torch.Tensor) -> tuple[torch.Tensor, SDTInfo]:
+        """The SDT decoding with this codec's settings (whatever ``decoder`` is): heatmap-pixel points and info."""
+        return decode_sdt(maps, self.window, self.sigma, self.sdt_reading, self.sdt_frame, self.max_offset,
+                          return_info=True)
+
+    def decode_heatmap(self, maps: torch.Tensor) -> torch.Tensor:
+        """(B, K, h, w) → (B, K, 2) heatmap-pixel landmarks with the configured decoder."""
         if self.is_sdt:
-            return decode_sdt(maps, self.window, self.sigma, constrained=self.decoder == "sdt",
-                              max_offset=self.max_offset, return_fallback=True)
+            return self.sdt(maps)[0]
         if self.decoder == "soft_argmax":
-            points = decode_soft_argmax(maps)
-        else:
-            points = decode_argmax(maps, shift=0.25 if self.decoder == "argmax_quarter" else 0.0)
-        return points, torch.zeros(points.shape[:-1], dtype=torch.bool, device=points.device)
+            return decode_soft_argmax(maps)
+        return decode_argmax(maps, shift=0.25 if self.decoder == "argmax_quarter" else 0.0)
 
     def decode(self, maps: torch.Tensor) -> torch.Tensor:
         """(B, K, h, w) maps → (B, K, 2) landmarks in crop pixels."""
-        return self.to_crop(self.decode_heatmap(maps)[0])
+        return self.to_crop(self.decode_heatmap(maps))

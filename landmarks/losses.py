@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from landmarks.heatmaps import argmax_2d, decode_sdt
+from landmarks.heatmaps import SDTFrame, SDTInfo, SDTReading, decode_sdt
 
 
 def heatmap_weight_map(target: torch.Tensor, threshold: float = 0.2, kernel: int = 3) -> torch.Tensor:
@@ -66,9 +66,11 @@ def fine_detection_loss(
     points: torch.Tensor,
     sigma: float,
     window: int = 9,
-    constrained: bool = True,
+    reading: SDTReading = "isotropic",
+    frame: SDTFrame = "window",
     gate: float | None = None,
-) -> torch.Tensor:
+    return_active: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, SDTInfo]:
     """(B, K) squared distance between the SDT landmarks of ``heatmaps`` and the true ``points`` (eq. 5), in
     heatmap pixels^2. Differentiable in the map values through the least-squares fit; landmarks whose fit falls
     back to the argmax (see ``decode_sdt``) contribute a constant.
@@ -76,13 +78,17 @@ def fine_detection_loss(
     ``gate = r`` (not in the paper): only landmarks whose argmax lies within r pixels (per axis) of the truth pass
     a gradient; the others keep their value but are constants. The fit can only move a peak within its window,
     so for a peak in the wrong place the term is noise that drowned the JS term in our short runs.
+
+    With ``return_active=True`` also the (B, K) bool mask of the landmarks the loss acts on (a fit, not a
+    fallback, and inside the gate) and the decoding's :class:`~landmarks.heatmaps.SDTInfo`.
     """
-    pred = decode_sdt(heatmaps, window, sigma, constrained)
+    pred, info = decode_sdt(heatmaps, window, sigma, reading, frame, return_info=True)
     error = (pred - points.to(pred.dtype)).square().sum(-1)
-    if gate is None:
-        return error
-    near = (argmax_2d(heatmaps.detach()).to(points.dtype) - points).abs().amax(-1) <= gate
-    return torch.where(near, error, error.detach())
+    active = ~info.fallback
+    if gate is not None:
+        near = (info.centre.to(points.dtype) - points).abs().amax(-1) <= gate
+        error, active = torch.where(near, error, error.detach()), active & near
+    return (error, active, info) if return_active else error
 
 
 def subpixel_detection_loss(
@@ -92,13 +98,22 @@ def subpixel_detection_loss(
     sigma: float,
     weight: float = 1 / 16,
     window: int = 9,
-    constrained: bool = True,
+    reading: SDTReading = "isotropic",
+    frame: SDTFrame = "window",
     gate: float | None = None,
 ) -> dict[str, torch.Tensor]:
     """MHHN's SDL (eq. 6): per image ``sum_k JS + weight * sum_k FDL``, averaged over the batch.
 
-    Returns the terms (batch means of the per-image sums) and their total under "loss".
+    Returns the terms (batch means of the per-image sums) and their total under "loss", and, detached, the share
+    of landmarks the FDL acts on ("fdl_active"), the share whose fit fell back to argmax + 1/4 ("sdt_fallback")
+    and the median fitted peak height ("peak_height"): :data:`DIAGNOSTICS`, which are not summed over stacks.
     """
     js = js_divergence(heatmaps, target).sum(-1).mean()
-    fdl = fine_detection_loss(heatmaps, points, sigma, window, constrained, gate).sum(-1).mean()
-    return {"loss": js + weight * fdl, "js": js, "fdl": fdl}
+    error, active, info = fine_detection_loss(heatmaps, points, sigma, window, reading, frame, gate,
+                                              return_active=True)
+    fdl = error.sum(-1).mean()
+    return {"loss": js + weight * fdl, "js": js, "fdl": fdl, "fdl_active": active.float().mean(),
+            "sdt_fallback": info.fallback.float().mean(), "peak_height": info.peak.nanmedian().float()}
+
+
+DIAGNOSTICS = ("fdl_active", "sdt_fallback", "peak_height")  # shares and medians: the last stack's, not summed

@@ -74,6 +74,8 @@ class EvaluationRecorder(pl.Callback):
             "git": git_commit(Path(__file__).resolve().parent),
             "run": {"log_dir": log_dir, "loggers": [_logger_info(lg) for lg in trainer.loggers]},
         }
+        if results.get("diagnostics"):  # e.g. the SDT decoder's fallback share and fitted peak heights
+            record["diagnostics"] = {k: float(v) for k, v in results["diagnostics"].items()}
         if self.experiment:
             record["experiment"] = dict(self.experiment)
         if self.cost_repeats:

@@ -219,7 +219,9 @@ class LandmarkModule(pl.LightningModule, abc.ABC):
     def predict_landmarks(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) normalised crops → (B, K, 2) landmarks in crop pixels (flip-averaged if enabled)."""
         images = self.prepare_images(images)
-        pred = self.decode(self(images))
+        outputs = self(images)
+        self._outputs = outputs  # the un-mirrored outputs, for update_diagnostics in an evaluation step
+        pred = self.decode(outputs)
         if self.flip_test:
             mirrored = self.decode(self(self.prepare_images(images.flip(-1))))
             pred = (pred + self.layout.flip_points(mirrored, images.shape[-1])) / 2
@@ -275,9 +277,20 @@ class LandmarkModule(pl.LightningModule, abc.ABC):
             else:
                 scheduler.step()
 
+    def update_diagnostics(self, outputs: Any, batch: dict, stage: str) -> None:
+        """Model-specific quantities of an evaluation batch (e.g. how a decoder fared); none in the base."""
+
+    def compute_diagnostics(self, stage: str) -> dict[str, float]:
+        """The stage's diagnostics, gathered over processes and reset (logged, and kept in test records)."""
+        return {}
+
     def _evaluate(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Predict, update the stage's metric; returns the predictions and the subset mask."""
+        self._outputs = None
         pred = self.predict_landmarks(batch["image"])
+        outputs, self._outputs = self._outputs, None
+        if outputs is not None:  # None: a subclass predicts without the network (an oracle in the tests)
+            self.update_diagnostics(outputs, batch, stage)
         metric = getattr(self, f"{stage}_metric")
         if metric is None:  # built lazily: the normalisers are the keys the batches carry
             self.normalizers = tuple(batch["norm"])
@@ -333,10 +346,18 @@ class LandmarkModule(pl.LightningModule, abc.ABC):
         self.log(f"{stage}/nme", torch.tensor(results[primary][FULL]["nme"], dtype=torch.float32), prog_bar=True,
                  sync_dist=True)
 
+    def _log_diagnostics(self, stage: str) -> dict[str, float]:
+        diagnostics = self.compute_diagnostics(stage)
+        if diagnostics:
+            self.log_dict({f"{stage}/{k}": torch.tensor(v, dtype=torch.float32) for k, v in diagnostics.items()},
+                          sync_dist=True)
+        return diagnostics
+
     def on_validation_epoch_end(self) -> None:
         if self.val_metric is not None and self.val_metric.update_count:
             self._log_metrics(self.val_metric.compute(), "val")
             self.val_metric.reset()
+        self._log_diagnostics("val")
 
     def on_test_epoch_end(self) -> None:
         if self.test_metric is None or not self.test_metric.update_count:
@@ -348,5 +369,8 @@ class LandmarkModule(pl.LightningModule, abc.ABC):
             "predictions": self.test_store.compute() | {"normalizers": list(self.normalizers),
                                                         "subsets": list(self.subsets)},
         }
+        diagnostics = self._log_diagnostics("test")
+        if diagnostics:
+            self.test_results["diagnostics"] = diagnostics
         self.test_metric.reset()
         self.test_store.reset()

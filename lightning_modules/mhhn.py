@@ -10,36 +10,60 @@ The paper's ablations are values of this one module (``experiments/mhhn/manifest
 ================  ========  ======  =========================  ========================================
 row               mcg       loss    codec.decoder              other
 ================  ========  ======  =========================  ========================================
-HGs               none      mse     argmax_quarter             Table I-IV baseline, Table V "MSE"
+HGs               none      mse     argmax_integer             Table I-IV baseline, Table V "MSE"
 HGs+HSR           none      sdl     sdt                        Table V "SDL+SDT", Table VI sigma = 3
-HGs+MCG           all       mse     argmax_quarter
+HGs+MCG           all       mse     argmax_integer
 MHHN              all       sdl     sdt                        Table VII lambda = 1/16
 MSE+SDT           none      mse     sdt (at test time only)    the HGs checkpoint, decoded by SDT
 KLDL / JSDL+SDT   none      kld/jsd sdt
-SDL1+SDT          none      sdl     sdt                        ``fdl_constrained=False`` (eq. 18 in FDL)
+SDL1+SDT          none      sdl     sdt                        ``fdl_reading=eq18`` (eq. 18 in the FDL)
 (all SDL rows)                                                 ``fdl_gate=True``: see the departures
 sigma, lambda     ...       sdl     sdt                        ``codec.sigma``, ``fdl_weight``
-text results      last / codec.stride=8 (32x32 maps) / codec.window=15
+text results      last / codec.stride=8 (32x32 maps) / codec.window=15 (at test time, on MHHN's checkpoint)
+extra rows        HGs decoded by argmax + 1/4; MHHN decoded by the literal eq. 20 in both frames (test time)
 ================  ========  ======  =========================  ========================================
+
+The HGs rows "traverse the heatmap" for the maximum (Sec. III-C): integer argmax, as the paper decodes them
+(argmax + 1/4 would narrow the gap to SDT; it is kept as an extra row).
 
 Departures and choices where the paper is silent (IMPLEMENTATION_NOTES §2 and §7):
 
 - Backbone blocks (not given): Newell stem, depth-4 hourglasses of pre-activation bottlenecks, Newell heads and
   1x1 inter-stack merges (``components.hourglass``; MCG is that network's per-stack hook). Optimiser, batch and
-  epochs (not given): RMSprop, total batch 16, 200 epochs (configs). Augmentation std (not given): the shared
-  pipeline's defaults.
+  epochs (not given): RMSprop, total batch 16, 200 epochs (configs).
+- Augmentation (the paper: rotation and scale drawn from Gaussians, std not given): uniform rotation +-30 deg,
+  scale 0.8-1.2, translation 5 %, horizontal flip 0.5 (``experiments/mhhn/augment.yaml``).
+- Crops (the paper: the provided face boxes): the ground-truth landmark box enlarged 1.25x on 300W
+  (``experiments/data/300w.yaml``; the given boxes on COFW, AFLW and WFLW).
+- Model selection (not described): 5 % of the training faces are held out and the checkpoint with the best
+  validation NME is tested; the test sets are never used for selection.
+- lambda's unit: the fine detection loss is in heatmap pixels^2 (64x64 maps); if the paper meant crop pixels
+  (256 px), its lambda = 1/16 weighs the term 16x more than ours.
 - MCG softmax axis (not given): rows. No 1/sqrt(d) scaling (as the paper; ``mcg_scaled`` adds it). Computed as
   attention (``components.mcg``) so memory-efficient kernels need not form the 4096 x 4096 matrix.
 - Normalising a predicted map (not given): values clamped to >= 1e-8, then divided by their sum.
-- SDT frame: the weighted log fit and eq. 20 are read with the origin at the argmax pixel (as
-  IMPLEMENTATION_NOTES §2.3; the paper does not say). Eq. 20 depends on the origin: read in heatmap
-  coordinates, an error e in the fitted curvature moves u by about 2 e sigma^2 u, and on trained synthetic
-  maps it was worse than the argmax (0.85 vs 0.72 px); in the window frame its first case (c0 >= 0, i.e.
-  G >= 1) is exact for sigma = sigma* whatever G, and its second (G < 1) only holds for G = 1 exactly, so
-  such landmarks mostly fall back. Fitted in float64.
+- SDT reading (``codec.sdt_reading``; the frame is ``codec.sdt_frame``): eq. 20 imposes G = 1 and sx = sy. Read
+  literally it breaks when the fitted peak height G is near but not at 1, and nothing in training pushes G to 1
+  (JS is scale-free). Measured on exact and N(0, 0.01)-noisy Gaussians, sigma 2-4, G 0.8-1.3, 400 random
+  centres (``make bench``, "MHHN SDT readings"; mean error in heatmap px, argmax + 1/4 about 0.19-0.32):
+
+  ================  =====================  ================  ===============================
+  reading, frame    G = 1, sigma = sigma*  G = 0.98 / 0.99   cells worse than argmax + 1/4
+  ================  =====================  ================  ===============================
+  eq20, window      exact                  0.25-0.44         16 of 48 (falls back for G < 0.98)
+  eq20, heatmap     exact                  0.002-0.20        7 of 48 (2 sigma^2 |ln G| / R)
+  isotropic (ours)  exact                  0-0.02            0 of 48 (exact at any G, sigma)
+  eq18 (SDL1)       exact                  0-0.02            0 of 48
+  ================  =====================  ================  ===============================
+
+  The default is "isotropic": eq. 20's sx = sy constraint with G and sigma estimated (u = -c1 / (c3 + c4)), in
+  the window frame; the FDL reads the fit the same way ("SDL"; ``fdl_reading=eq18`` is "SDL1"). The literal
+  eq. 20 stays a switch and an extra row. Fitted in float64.
 - SDT fallback (not in the paper): where the fit is no peak or lands more than ``max_offset`` = 1 px from the
-  argmax, the argmax with the quarter-pixel shift is used (counted, logged as ``{stage}/sdt_fallback``); in the
-  FDL such a landmark is a constant.
+  argmax, the argmax with the quarter-pixel shift is used; in the FDL such a landmark is a constant. Logged in
+  training (``train/sdt_fallback``, ``train/fdl_active``: the share the FDL acts on, ``train/peak_height``: the
+  median fitted G, all of the last stack) and in every validation and test pass and evaluation record
+  (``sdt_fallback``, ``fdl_active``, ``peak_height_p10 / p50 / p90``; ``lightning_modules.heatmap``).
 - The SDL is applied to every stack's output (intermediate supervision; the paper does not say).
 - FDL gate (not in the paper, ``fdl_gate=True``): only landmarks whose truth lies inside the fitting window
   around their argmax pass FDL gradients (all keep their value). The fit can move a centre only within its
@@ -59,8 +83,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from landmarks.heatmaps import HeatmapCodec
-from landmarks.losses import js_divergence, kl_divergence, subpixel_detection_loss, weighted_heatmap_mse
+from landmarks.heatmaps import SDT_READINGS, HeatmapCodec
+from landmarks.losses import DIAGNOSTICS, js_divergence, kl_divergence, subpixel_detection_loss, weighted_heatmap_mse
 from lightning_modules.components.hourglass import StackHook
 from lightning_modules.components.mcg import MultiOrderCorrelation
 from lightning_modules.hourglass import StackedHourglassModule
@@ -96,9 +120,9 @@ def _jsd(module: MHHNModule, maps: torch.Tensor, target: torch.Tensor, points: t
 
 
 def _sdl(module: MHHNModule, maps: torch.Tensor, target: torch.Tensor, points: torch.Tensor) -> Terms:
-    window = module.codec.window
-    return subpixel_detection_loss(maps, target, points, module.codec.sigma, module.fdl_weight, window,
-                                   module.fdl_constrained, window // 2 if module.fdl_gate else None)
+    codec = module.codec
+    return subpixel_detection_loss(maps, target, points, codec.sigma, module.fdl_weight, codec.window,
+                                   module.fdl_reading or codec.sdt_reading, codec.sdt_frame, module.fdl_gate())
 
 
 # One stack's loss terms (the total under "loss"), by the ``loss`` argument: (module, maps, target, points).
@@ -112,14 +136,17 @@ class MHHNModule(StackedHourglassModule):
         mcg: MCG after "all" hourglass units (MHHN), the "last" one, or "none" (HGs).
         mcg_scaled: divide the MCG correlations by sqrt(channels) (not in the paper).
         loss: "mse" (heatmap MSE), "kld" (KL divergence), "jsd" (JS divergence, eq. 2) or "sdl" (eq. 6).
-        fdl_weight: lambda of eq. 6 (1/16 in the paper).
-        fdl_constrained: the FDL reads the fit with eq. 20 ("SDL"); False: eq. 18 ("SDL1").
+        fdl_weight: lambda of eq. 6 (1/16 in the paper), on the fine detection loss in heatmap pixels^2.
+        fdl_reading: how the FDL reads the fit: None (the codec's ``sdt_reading``, the constrained "SDL") or
+            "eq18" (unconstrained: "SDL1"), or any reading of ``landmarks.heatmaps.sdt_from_coefficients``.
         fdl_gate: FDL gradients only from landmarks whose truth lies inside the fitting window around the argmax
             (not in the paper; False: every landmark, as eq. 5; see ``landmarks.losses.fine_detection_loss``).
-        codec: stride (4; 8 for the 32x32 variant), sigma* of the targets and of the SDT constraint (3 on 64x64
-            maps), decoder ("sdt": eq. 20; "sdt_unconstrained": eq. 18; or an argmax) and the SDT window (9).
+        codec: stride (4; 8 for the 32x32 variant), sigma* of the targets (3 on 64x64 maps), decoder ("sdt", or an
+            argmax for the HGs rows), SDT window (9), reading and frame (module docstring).
         **kwargs: StackedHourglassModule arguments (num_stacks, depth, channels, foreground_weight, ...).
     """
+
+    sdt_diagnostics = True  # every row logs fallbacks, FDL-active share and fitted peak heights
 
     def __init__(
         self,
@@ -127,7 +154,7 @@ class MHHNModule(StackedHourglassModule):
         mcg_scaled: bool = False,
         loss: Loss = "sdl",
         fdl_weight: float = 1 / 16,
-        fdl_constrained: bool = True,
+        fdl_reading: Literal["isotropic", "eq20", "eq18"] | None = None,
         fdl_gate: bool = True,
         codec: HeatmapCodec = HeatmapCodec(stride=4, sigma=3.0, decoder="sdt", window=9),  # noqa: B008 (frozen)
         num_stacks: int = 4,
@@ -135,10 +162,15 @@ class MHHNModule(StackedHourglassModule):
     ) -> None:
         if loss not in STACK_LOSSES:
             raise ValueError(f"loss must be one of {sorted(STACK_LOSSES)}, got {loss!r}")
+        if fdl_reading not in (None, *SDT_READINGS):
+            raise ValueError(f"fdl_reading must be None or one of {SDT_READINGS}, got {fdl_reading!r}")
         super().__init__(codec=codec, num_stacks=num_stacks, _stack_hook=mcg_hook(mcg, num_stacks, mcg_scaled),
                          **kwargs)
         self.loss_name = loss
-        self.fdl_weight, self.fdl_constrained, self.fdl_gate = fdl_weight, fdl_constrained, fdl_gate
+        self.fdl_weight, self.fdl_reading, self.gated = fdl_weight, fdl_reading, fdl_gate
+
+    def fdl_gate(self) -> float | None:
+        return self.codec.window // 2 if self.gated else None
 
     def training_loss(self, outputs: list[torch.Tensor], batch: dict) -> Terms:
         target = self.target_maps(batch, outputs[-1]).float()
@@ -146,5 +178,6 @@ class MHHNModule(StackedHourglassModule):
         terms: Terms = {}
         for maps in outputs:  # every stack (intermediate supervision)
             stack = STACK_LOSSES[self.loss_name](self, maps.float(), target, points)
-            terms = {k: terms.get(k, 0) + v for k, v in stack.items()}
-        return terms
+            terms = {k: terms.get(k, 0) + v for k, v in stack.items() if k not in DIAGNOSTICS}
+        # the diagnostics of the last stack (the decoded one): shares and a median, not sums over stacks
+        return terms | {k: v for k, v in stack.items() if k in DIAGNOSTICS}

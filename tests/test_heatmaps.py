@@ -126,14 +126,16 @@ def test_codec_decoders_on_a_hand_worked_map():
     torch.testing.assert_close(soft[0, 0], torch.tensor(expected_soft))
 
 
-@pytest.mark.parametrize("decoder", ["sdt", "sdt_unconstrained"])
-def test_codec_sdt_round_trip_is_exact_on_its_own_targets(decoder):
-    codec = HeatmapCodec(stride=4, sigma=3.0, decoder=decoder, window=9)
+@pytest.mark.parametrize("reading", ["isotropic", "eq20", "eq18"])
+@pytest.mark.parametrize("frame", ["window", "heatmap"])
+def test_codec_sdt_round_trip_is_exact_on_its_own_targets(reading, frame):
+    codec = HeatmapCodec(stride=4, sigma=3.0, decoder="sdt", window=9, sdt_reading=reading, sdt_frame=frame)
     points = torch.rand(2, 5, 2, generator=torch.Generator().manual_seed(3)) * 160 + 48
     maps = codec.encode(points, (64, 64))
-    decoded, fallback = codec.decode_heatmap(maps)
-    assert not fallback.any()
+    decoded, info = codec.sdt(maps)
+    assert not info.fallback.any()
     torch.testing.assert_close(codec.to_crop(decoded), points, atol=1e-3, rtol=0)
+    torch.testing.assert_close(codec.decode(maps), codec.to_crop(decoded))
     assert (HeatmapCodec(stride=4, sigma=3.0).decode(maps) - points).abs().max() > 0.5  # argmax + 1/4 is not
 
 
@@ -144,3 +146,7 @@ def test_codec_refuses_bad_settings_and_names_the_old_decoder():
         HeatmapCodec(window=8)
     with pytest.raises(ValueError, match="positive"):
         HeatmapCodec(sigma=0)
+    with pytest.raises(ValueError, match="sdt_reading 'eq18'"):
+        HeatmapCodec(decoder="sdt_unconstrained")
+    with pytest.raises(ValueError, match="sdt_reading must be one of"):
+        HeatmapCodec(sdt_reading="eq19")

@@ -6,6 +6,7 @@ numpy's SVD least squares (not QR), then eq. 18 or eq. 20 read directly.
 """
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -44,6 +45,13 @@ def sdt_reference(heatmap: np.ndarray, window: int, sigma: float, constrained: b
     return col + s * c[1], row + s * c[2]
 
 
+def sdt(maps: torch.Tensor, window: int = 9, sigma: float = 3.0, constrained: bool = True):
+    """``decode_sdt`` with the reading the reference implements: eq. 20 (constrained, window frame) or eq. 18;
+    returns (points, fallback mask)."""
+    points, info = decode_sdt(maps, window, sigma, "eq20" if constrained else "eq18", return_info=True)
+    return points, info.fallback
+
+
 def gaussian_maps(points: torch.Tensor, size: int, sigma, amplitude=1.0) -> torch.Tensor:
     """Anisotropic Gaussians: sigma (sx, sy) per landmark, computed directly (not with encode_gaussian)."""
     y, x = torch.meshgrid(torch.arange(size, dtype=points.dtype), torch.arange(size, dtype=points.dtype),
@@ -65,7 +73,7 @@ def centres() -> torch.Tensor:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_constrained_sdt_recovers_sub_pixel_centres_including_borders(centres, dtype):
     maps = encode_gaussian(centres, (64, 64), 3.0).to(dtype)  # G = 1, sigma = sigma*: eq. 20's premise
-    points, fallback = decode_sdt(maps, window=9, sigma=3.0, return_fallback=True)
+    points, fallback = sdt(maps, window=9, sigma=3.0)
     assert not fallback.any()
     assert (points.double() - centres).abs().max() < 1e-3
     argmax_error = (decode_argmax(maps).double() - centres).abs().max()
@@ -74,9 +82,9 @@ def test_constrained_sdt_recovers_sub_pixel_centres_including_borders(centres, d
 
 def test_unconstrained_sdt_recovers_any_amplitude_and_anisotropic_sigma(centres):
     maps = gaussian_maps(centres, 64, (2.2, 3.7), amplitude=0.37)
-    points = decode_sdt(maps, window=9, constrained=False)
+    points = sdt(maps, window=9, constrained=False)[0]
     assert (points - centres).abs().max() < 1e-6
-    points = decode_sdt(maps.float(), window=15, constrained=False)
+    points = sdt(maps.float(), window=15, constrained=False)[0]
     assert (points.double() - centres).abs().max() < 1e-3
 
 
@@ -89,7 +97,7 @@ def test_sdt_matches_numpy_least_squares_on_imperfect_maps(centres, constrained,
     amplitude = 0.8 + 0.7 * torch.rand(2, 30, 1, 1, generator=g, dtype=torch.float64)
     maps = gaussian_maps(centres, 64, (3.4, 3.4) if constrained else (2.6, 3.4), amplitude=amplitude)
     maps = maps + 0.01 * torch.randn(maps.shape, generator=g, dtype=maps.dtype)
-    points, fallback = decode_sdt(maps, window=window, sigma=3.0, constrained=constrained, return_fallback=True)
+    points, fallback = sdt(maps, window=window, sigma=3.0, constrained=constrained)
     checked = 0
     for b in range(maps.shape[0]):
         for k in range(maps.shape[1]):
@@ -105,8 +113,9 @@ def test_sdt_matches_numpy_least_squares_on_imperfect_maps(centres, constrained,
     assert checked >= 30
 
 
+@pytest.mark.parametrize("reading", ["eq20", "isotropic", "eq18"])
 @pytest.mark.parametrize("kind", ["flat", "zeros", "negative", "noise", "two peaks"])
-def test_sdt_falls_back_to_quarter_pixel_argmax_without_nan(kind):
+def test_sdt_falls_back_to_quarter_pixel_argmax_without_nan(kind, reading):
     g = torch.Generator().manual_seed(2)
     shape = (2, 5, 32, 32)
     maps = {
@@ -117,12 +126,13 @@ def test_sdt_falls_back_to_quarter_pixel_argmax_without_nan(kind):
         "two peaks": encode_gaussian(torch.tensor([[[10.0, 10.0]]]), (32, 32), 1.0).expand(shape)
         + encode_gaussian(torch.tensor([[[13.0, 10.0]]]), (32, 32), 1.0),
     }[kind]
-    points, fallback = decode_sdt(maps, return_fallback=True)
+    points, info = decode_sdt(maps, reading=reading, return_info=True)
+    fallback = info.fallback
     assert torch.isfinite(points).all()
-    if kind != "two peaks":
+    if kind != "two peaks" and (kind != "noise" or reading == "eq20"):
         assert fallback.all()
     assert torch.equal(points[fallback], decode_argmax(maps)[fallback])
-    if kind == "two peaks":  # a plateau between two peaks: some fit, never further than max_offset away
+    if kind in ("two peaks", "noise"):  # a local fit may be found, never further than max_offset away
         assert ((points - decode_argmax(maps)).abs() <= 1.25).all()
 
 
@@ -182,9 +192,9 @@ def test_fine_detection_loss_gradients_pass_gradcheck(amplitude, noise):
     maps = gaussian_maps(points + 0.27, 16, (2.0, 2.0), amplitude=amplitude)  # no argmax ties
     maps = (maps + noise * torch.rand(maps.shape, generator=g, dtype=torch.float64)).requires_grad_()
     for constrained in (True, False):
-        assert not decode_sdt(maps, 5, 2.0, constrained, return_fallback=True)[1].any()
-        assert torch.autograd.gradcheck(
-            lambda m, c=constrained: fine_detection_loss(m, points, 2.0, window=5, constrained=c), (maps,))
+        assert not sdt(maps, 5, 2.0, constrained)[1].any()
+        assert torch.autograd.gradcheck(lambda m, c=constrained: fine_detection_loss(
+            m, points, 2.0, window=5, reading="eq20" if c else "eq18"), (maps,))
 
 
 def test_fine_detection_loss_is_the_squared_sdt_error_and_drives_maps_toward_the_target():
@@ -230,3 +240,92 @@ def test_fine_detection_gate_keeps_the_value_and_drops_gradients_of_misplaced_pe
     assert grad_free.abs().sum() > 0 and not grad_gated.any()
     (grad_near,) = torch.autograd.grad(gated[0, 0], maps)
     assert grad_near.abs().sum() > 0
+
+
+# --- peak heights other than 1 (issue: eq. 20 read literally breaks near G = 1) ----------------------------------
+
+
+def argmax_quarter_error(maps: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    return (decode_argmax(maps).double() - centres).norm(dim=-1)
+
+
+@pytest.mark.parametrize("height", [0.9, 0.99, 1.01, 1.2])
+def test_default_sdt_is_exact_at_any_peak_height_where_eq20_is_not(height):
+    """At sigma = sigma* the default reading recovers every centre for heights around 1; the literal eq. 20 (window
+    frame) errs or falls back at 0.9 / 0.99 / 1.01 (its case 2 divides by a small number), as measured."""
+    g = torch.Generator().manual_seed(6)
+    centres = 10 + torch.rand(1, 200, 2, generator=g, dtype=torch.float64) * 44
+    maps = gaussian_maps(centres, 64, (3.0, 3.0), amplitude=height)
+    points, info = decode_sdt(maps, 9, 3.0, return_info=True)
+    assert not info.fallback.any() and (points - centres).abs().max() < 1e-6
+    torch.testing.assert_close(info.peak, torch.full_like(info.peak, height))
+    literal = sdt(maps, 9, 3.0, constrained=True)[0]
+    if height < 1.05:  # eq. 20's case 2 (c0 < 0) for some landmarks: off by more than a rounding error
+        assert (literal - centres).norm(dim=-1).max() > 0.05
+    else:  # G >= 1.05: c0 >= 0 everywhere and sigma = sigma*: case 1 is exact
+        assert (literal - centres).abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.01])
+@pytest.mark.parametrize("sigma", [2.0, 3.0, 4.0])
+def test_default_sdt_is_never_worse_than_argmax_quarter_from_heights_0_8_to_1_3(sigma, noise):
+    """Mean error over 150 random centres, exact and noisy Gaussians, sigma != sigma* included."""
+    g = torch.Generator().manual_seed(7)
+    centres = 10 + torch.rand(1, 150, 2, generator=g, dtype=torch.float64) * 44
+    for height in (0.8, 0.9, 0.95, 0.98, 0.99, 1.0, 1.01, 1.05, 1.1, 1.2, 1.3):
+        maps = gaussian_maps(centres, 64, (sigma, sigma), amplitude=height)
+        maps = maps + noise * torch.randn(maps.shape, generator=g, dtype=maps.dtype)
+        error = (decode_sdt(maps, 9, 3.0) - centres).norm(dim=-1).mean()
+        assert error <= argmax_quarter_error(maps, centres).mean(), (sigma, noise, height)
+        if noise == 0 and height == 1.0 and sigma == 3.0:
+            assert error < 1e-6
+
+
+def test_sdt_frames_agree_for_frame_free_readings_and_eq20_heatmap_frame_damps_the_height():
+    """A least-squares fit is the same surface in either frame: eq18 / isotropic agree to rounding; eq20 read in
+    heatmap coordinates errs by about 2 sigma^2 |ln G| / R (R: distance from pixel [0, 0]), a closed form."""
+    centres = torch.tensor([[[20.3, 30.6], [40.8, 12.2], [50.1, 50.7]]], dtype=torch.float64)
+    maps = gaussian_maps(centres, 64, (3.0, 3.0), amplitude=0.9)
+    for reading in ("eq18", "isotropic"):
+        a = decode_sdt(maps, 9, 3.0, reading, "window")
+        b = decode_sdt(maps, 9, 3.0, reading, "heatmap")
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    literal = decode_sdt(maps, 9, 3.0, "eq20", "heatmap")
+    r2 = (centres**2).sum(-1, keepdim=True)
+    expected = centres * (1 - 2 * 9.0 * math.log(0.9) / r2)  # u = U (1 - 2 sigma^2 ln G / R^2)
+    torch.testing.assert_close(literal, expected, atol=1e-6, rtol=0)
+
+
+def test_decoding_a_warped_real_photo_maps_back_to_the_annotated_points():
+    """The whole coordinate chain without the project's encoder: dots rendered at the real annotated sub-pixel
+    points of a real 300W photo (one channel each, in original pixels), cropped with the datamodule's crop
+    matrix and OpenCV warp, area-averaged 4x to a heatmap, decoded and mapped back through the inverse crop."""
+    from PIL import Image
+
+    from datamodules.crop import CropProtocol, crop_matrix
+    from datamodules.faces import RawFace
+    from datamodules.w300 import read_pts
+    from landmarks.geometry import apply_affine, invert_affine, warp_to_crop
+    from landmarks.heatmaps import HeatmapCodec
+
+    folder = Path(__file__).parent / "data" / "300w_pts"
+    image = np.asarray(Image.open(folder / "einstein.jpg").convert("RGB"))
+    points = read_pts(folder / "einstein.pts")[[8, 30, 36, 45, 48, 54]] - 1.0  # 1-based .pts
+    raw = RawFace(image, points, np.ones(len(points), bool), "einstein")
+    matrix = crop_matrix(raw, CropProtocol(scale=2.5), 256, 2.5, "300W")
+    h, w = image.shape[:2]
+    ys, xs = np.mgrid[0:h, 0:w]
+    blur = 2.0 / float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))  # about 2 crop px wide dots
+    maps = []
+    for x, y in points:
+        dot = np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * (4 * blur) ** 2)).astype(np.float32)
+        crop = warp_to_crop(dot, matrix, 256)
+        maps.append(crop.reshape(64, 4, 64, 4).mean((1, 3)))  # area average: heatmap pixel i <- crop 4i..4i+3
+    maps = torch.from_numpy(np.stack(maps))[None].double()
+    codec = HeatmapCodec(stride=4, sigma=2.0, decoder="sdt", window=7)
+    back = apply_affine(codec.decode(maps)[0].numpy(), invert_affine(matrix))
+    scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))  # crop px per original px
+    error = np.linalg.norm(back - points, axis=1) * scale  # in crop pixels
+    quarter = apply_affine(codec.to_crop(decode_argmax(maps))[0].numpy(), invert_affine(matrix))
+    assert error.max() < 0.1, error
+    assert np.linalg.norm(quarter - points, axis=1).max() * scale > 3 * error.max()

@@ -12,7 +12,7 @@ from landmarks.losses import js_divergence, kl_divergence, subpixel_detection_lo
 from lightning_modules.mhhn import MHHNModule
 
 SMALL = dict(layout="300w_68", input_size=64, num_stacks=2, depth=2, channels=16)
-SMALL_CODEC = dict(stride=4, sigma=1.0, decoder="sdt", window=5)
+SMALL_CODEC = dict(stride=4, sigma=1.0, decoder="sdt", window=5, sdt_reading="isotropic", sdt_frame="window")
 
 
 def model(**kw) -> MHHNModule:
@@ -56,22 +56,41 @@ def test_sdt_decoder_returns_sub_pixel_landmarks_in_crop_pixels():
     assert (decoded - points).abs().max() < 1e-3
     argmax = heatmap_to_crop(decode_argmax(maps), 4.0)
     assert (argmax - points).abs().max() > 0.5  # the stride-4 grid: argmax + 1/4 is off by up to 1 crop px
-    assert m.sdt_fallback.update_count == 1 and m.sdt_fallback.compute() == 0
 
 
-def test_sdt_fallback_share_is_counted_in_evaluation_only():
-    m = model(decoder="sdt")
-    flat = [torch.full((2, 68, 16, 16), 0.2)]
-    m.train()
-    m.decode(flat)
-    assert m.sdt_fallback.update_count == 0
-    m.eval()
-    m.decode(flat)
-    assert m.sdt_fallback.compute() == 1.0
+def test_evaluation_diagnostics_count_fallbacks_fdl_active_share_and_peak_heights():
+    """Exact Gaussians of height 0.9 at the truth (fitted G = 0.9, inside the gate), ten flat maps (fallbacks,
+    no peak) and one peak 3 heatmap px off (outside the 2 px gate of a 5x5 window): shares by counting."""
+    m = model()
+    points = batch_points()["landmarks"]
+    heat = crop_to_heatmap(points, 4.0)
+    shifted = heat.clone()
+    shifted[1, 0] += torch.tensor([3.0, 0.0])
+    maps = 0.9 * encode_gaussian(shifted, (16, 16), 1.0)
+    maps[0, :10] = 0.2
+    m.update_diagnostics([maps], {"landmarks": points}, "test")
+    d = m.compute_diagnostics("test")
+    n = 2 * 68
+    assert d["sdt_fallback"] == pytest.approx(10 / n) and d["fdl_active"] == pytest.approx((n - 11) / n)
+    assert d["peak_height_p10"] == pytest.approx(0.9, abs=1e-3) and d["peak_height_p90"] == pytest.approx(0.9, abs=1e-3)
+    assert m.compute_diagnostics("test") == {}  # reset after computing
+    m.update_diagnostics([maps], {"landmarks": points}, "val")
+    m.gated = False  # without the gate the FDL acts on every fitted landmark
+    m.update_diagnostics([maps], {"landmarks": points}, "test")
+    assert m.compute_diagnostics("test")["fdl_active"] == pytest.approx((n - 10) / n)
+
+
+def test_training_terms_carry_the_last_stack_diagnostics_not_sums():
+    m = model()
+    batch = batch_points()
+    good = encode_gaussian(crop_to_heatmap(batch["landmarks"], 4.0), (16, 16), 1.0)
+    terms = m.training_loss([torch.full_like(good, 0.2), good], batch)  # the first stack all fallbacks
+    assert terms["sdt_fallback"].item() == 0 and terms["fdl_active"].item() == 1
+    assert terms["peak_height"].item() == pytest.approx(1.0, abs=1e-4)
 
 
 def test_unconstrained_decoder_and_32x32_variant():
-    m = model(decoder="sdt_unconstrained", heatmap_stride=8, sigma=0.7)
+    m = model(sdt_reading="eq18", heatmap_stride=8, sigma=0.7)
     outputs = m(torch.randn(1, 3, 64, 64))
     assert outputs[-1].shape == (1, 68, 8, 8)
     points = batch_points(1)["landmarks"]
@@ -104,13 +123,33 @@ def test_bad_switches_are_refused(bad):
 def test_hyper_parameters_are_plain_data_and_rebuild_the_model(tmp_path):
     """Checkpoints hold hparams loadable with weights_only=True: the codec as a mapping, no private network parts
     (the MCG hook); building from them gives the same model."""
-    m = model(mcg="last", decoder="sdt_unconstrained")
+    m = model(mcg="last", sdt_reading="eq18")
     path = tmp_path / "hparams.pt"
     torch.save({"hyper_parameters": dict(m.hparams)}, path)
     hparams = torch.load(path, weights_only=True)["hyper_parameters"]
-    assert hparams["codec"] == {"stride": 4, "sigma": 1.0, "truncate": None, "decoder": "sdt_unconstrained",
-                                "window": 5, "max_offset": 1.0}
+    assert hparams["codec"] == {"stride": 4, "sigma": 1.0, "truncate": None, "decoder": "sdt", "window": 5,
+                                "sdt_reading": "eq18", "sdt_frame": "window", "max_offset": 1.0}
     assert not any(key.startswith("_") for key in hparams)
     rebuilt = MHHNModule(**hparams)
     assert rebuilt.codec == m.codec and rebuilt.state_dict().keys() == m.state_dict().keys()
     assert list(rebuilt.net.hooks) == ["1"]
+
+
+def test_test_records_carry_the_sdt_diagnostics(tmp_path):
+    """A test pass writes the fallback share, the FDL-active share and the peak-height quantiles into the record."""
+    import pytorch_lightning as pl
+
+    from datamodules.synthetic import SyntheticFaceDataModule
+    from leaderboard.callback import EvaluationRecorder
+    from leaderboard.store import load_record
+
+    data = SyntheticFaceDataModule(train_size=12, test_size=6, image_size=96, input_size=64, batch_size=3,
+                                   num_workers=0, val_size=4)
+    recorder = EvaluationRecorder(results_dir=str(tmp_path / "results"), method="tiny MHHN")
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_checkpointing=False,
+                         default_root_dir=tmp_path, callbacks=[recorder])
+    trainer.test(model(), datamodule=data, verbose=False)
+    diagnostics = load_record(recorder.last_record)["diagnostics"]
+    assert set(diagnostics) >= {"sdt_fallback", "fdl_active", "peak_height_p50"}
+    assert 0 <= diagnostics["fdl_active"] <= 1 - diagnostics["sdt_fallback"] + 1e-9
+    assert trainer.callback_metrics["test/sdt_fallback"] == pytest.approx(diagnostics["sdt_fallback"])
