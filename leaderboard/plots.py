@@ -1,4 +1,9 @@
-"""CED plots from per-image NMEs."""
+"""CED plots from per-image NMEs.
+
+Sized to be read at 1:1 in the HTML pages (``leaderboard.document``: figures are 560 px wide there): 560 px
+wide PNGs, 10-11 pt text at 100 dpi (13-15 px), and the legend below the axes, one line per method with its
+AUC, so it never covers a curve however many methods there are.
+"""
 
 from __future__ import annotations
 
@@ -14,15 +19,21 @@ import numpy as np  # noqa: E402
 
 from leaderboard.store import atomic_write_bytes  # noqa: E402
 
+WIDTH_PX, DPI = 560, 100  # the width the HTML page shows figures at, so the PNG is seen at 1:1
+AXES_HEIGHT_IN, LEGEND_LINE_IN = 3.4, 0.21
 
-def plot_ced(curves: Mapping[str, np.ndarray], path: Path, max_threshold: float = 0.10, title: str = "",
-             xlabel: str = "NME") -> Path:
-    """Cumulative error distribution of each named array of per-image NMEs (fractions), up to
-    ``max_threshold``; the legend gives each curve's AUC@max_threshold. Written atomically as PNG."""
+
+def ced_figure(curves: Mapping[str, np.ndarray], max_threshold: float = 0.10, title: str = "",
+               xlabel: str = "NME") -> plt.Figure:
+    """The CED figure of each named array of per-image NMEs (fractions), up to ``max_threshold``; the legend,
+    under the axes, gives each curve's AUC@max_threshold."""
     from landmarks.metrics import auc, ced
 
     grid = np.linspace(0, max_threshold, 501)
-    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
+    height = AXES_HEIGHT_IN + 0.5 + LEGEND_LINE_IN * max(len(curves), 1)
+    fig = plt.figure(figsize=(WIDTH_PX / DPI, height), dpi=DPI)
+    bottom = (0.5 + LEGEND_LINE_IN * max(len(curves), 1)) / height  # the legend's room under the axes
+    ax = fig.add_axes((0.13, bottom + 0.06, 0.82, AXES_HEIGHT_IN / height - 0.14))
     for label, nme in curves.items():
         nme = np.asarray(nme, dtype=np.float64)
         nme = nme[~np.isnan(nme)]
@@ -30,12 +41,20 @@ def plot_ced(curves: Mapping[str, np.ndarray], path: Path, max_threshold: float 
         ax.plot(grid * 100, ced(nme, grid).numpy(), lw=2, label=f"{label} (AUC@{max_threshold:g} = {area:.4f})")
     ax.set_xlim(0, max_threshold * 100)
     ax.set_ylim(0, 1)
-    ax.set_xlabel(f"{xlabel} (%)")
-    ax.set_ylabel("fraction of images")
+    ax.set_xlabel(f"{xlabel} (%)", fontsize=11)
+    ax.set_ylabel("fraction of images", fontsize=11)
+    ax.tick_params(labelsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
+    ax.set_title(title, fontsize=11)
+    if curves:
+        ax.legend(loc="upper left", bbox_to_anchor=(-0.13, -0.15), fontsize=10, frameon=False, borderaxespad=0)
+    return fig
+
+
+def plot_ced(curves: Mapping[str, np.ndarray], path: Path, max_threshold: float = 0.10, title: str = "",
+             xlabel: str = "NME") -> Path:
+    """:func:`ced_figure` written atomically as a PNG at ``path``."""
+    fig = ced_figure(curves, max_threshold, title, xlabel)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     plt.close(fig)
