@@ -1,5 +1,7 @@
-"""The evaluations a leaderboard shows: records collected from results folders, one per label, with their
-predictions loaded; and what each evaluation's predictions hold (subsets, per-image NME).
+"""The evaluations a leaderboard shows: records collected from results folders, grouped by test-set identity
+(name *and* content: ``leaderboard.store.ImageSetIdentity``), one per label within a group, with their
+predictions loaded; what each evaluation's predictions hold (subsets, per-image NME); and the marks a reader
+must see beside its numbers (synthetic faces, a partial evaluation).
 
 Every leaderboard view (numbers, sections, pages) starts from these :class:`Entry` objects, so collecting and
 de-duplicating records happens in one place.
@@ -16,7 +18,7 @@ import numpy as np
 
 from landmarks.metrics import FULL
 from leaderboard.scoring import rescore_nme
-from leaderboard.store import RecordError, load_predictions, load_record
+from leaderboard.store import ImageSetIdentity, RecordError, identity, load_predictions, load_record
 
 
 class NoRecordsError(ValueError):
@@ -31,6 +33,7 @@ class Entry:
     record: dict[str, Any]
     results_dir: Path
     predictions: dict[str, np.ndarray] | None = None
+    identity: ImageSetIdentity | None = None  # set by :func:`identify`
 
 
 def find_results_dirs(paths: Sequence[Path]) -> list[Path]:
@@ -61,16 +64,36 @@ def collect_entries(results_dirs: Sequence[Path]) -> tuple[list[Entry], list[str
     return entries, problems
 
 
-def group_by_test_set(entries: Sequence[Entry]) -> dict[str, list[Entry]]:
-    """Entries per test set, test sets in alphabetical order."""
-    groups: dict[str, list[Entry]] = {}
+def identify(entries: Sequence[Entry]) -> tuple[list[Entry], list[str]]:
+    """Entries with their test-set identity set (a record written before records carried an ``image_set``
+    gets it from its predictions, which are then kept loaded); a note for each one whose identity cannot be
+    known (its predictions unreadable), which is left out: it could not be placed with the right images."""
+    kept, notes = [], []
     for entry in entries:
-        groups.setdefault(entry.record["test_set"], []).append(entry)
-    return dict(sorted(groups.items()))
+        try:
+            if "image_set" not in entry.record:
+                entry.predictions = entry.predictions or load_predictions(entry.record, entry.results_dir)
+            entry.identity = identity(entry.record, entry.predictions)
+        except RecordError as error:
+            notes.append(f"{entry.label}: left out, its test-set content cannot be known ({error}).")
+            continue
+        kept.append(entry)
+    return kept, notes
+
+
+def group_by_identity(entries: Sequence[Entry]) -> dict[ImageSetIdentity, list[Entry]]:
+    """Entries per test-set identity (:func:`identify` first): test sets in alphabetical order, the larger
+    image set of a test set first. Records on other images never share a group."""
+    groups: dict[ImageSetIdentity, list[Entry]] = {}
+    for entry in entries:
+        groups.setdefault(entry.identity, []).append(entry)
+    return dict(sorted(groups.items(), key=lambda item: (item[0].test_set, -item[0].n_images, item[0].digest)))
 
 
 def keep_newest(entries: Sequence[Entry]) -> tuple[list[Entry], list[str]]:
-    """One entry per label, the newest by ``created`` (then record id); a note for each label with several."""
+    """One entry per label, the newest by ``created`` (then record id); for each label with several, a note
+    saying which record replaces which. Call it on one identity's entries, so that only a record on the same
+    images replaces another."""
     by_label: dict[str, list[Entry]] = {}
     for entry in entries:
         by_label.setdefault(entry.label, []).append(entry)
@@ -80,9 +103,32 @@ def keep_newest(entries: Sequence[Entry]) -> tuple[list[Entry], list[str]]:
         kept.append(same[-1])
         if len(same) > 1:
             older = ", ".join(e.record["record_id"] for e in same[:-1])
-            notes.append(f"{label}: {len(same)} records; kept the newest, {same[-1].record['record_id']} "
-                         f"(created {same[-1].record['created']}); left out the older {older}.")
+            notes.append(f"{label}: {len(same)} records on these images; kept the newest, "
+                         f"{same[-1].record['record_id']} (created {same[-1].record['created']}), which replaces "
+                         f"the older {older}.")
     return kept, notes
+
+
+def is_synthetic(record: dict[str, Any]) -> bool:
+    """Whether the record's faces were generated (``synthetic``, stored by the evaluation callback; a
+    reproduce run's ``experiment.data``), so that its numbers say nothing about the real benchmark."""
+    return record.get("synthetic") is True or (record.get("experiment") or {}).get("data") == "synthetic"
+
+
+def partial_mark(record: dict[str, Any]) -> str | None:
+    """"partial" (with "N of M images" where the test set's size is known) when the record scored fewer
+    images than its test set holds, or says it is a deliberately partial evaluation; else None."""
+    expected = record.get("expected") or {}
+    size = expected.get("n_images")
+    smaller = isinstance(size, int) and record["n_images"] < size
+    if not (expected.get("partial") or smaller):
+        return None
+    return f"partial: {record['n_images']} of {size} images" if smaller else "partial"
+
+
+def marks(record: dict[str, Any]) -> list[str]:
+    """What a reader must see beside the record's numbers, in its row: synthetic faces, a partial evaluation."""
+    return ["synthetic data"] * is_synthetic(record) + [m for m in [partial_mark(record)] if m]
 
 
 def load_usable(entries: Sequence[Entry], normalizer: str) -> tuple[list[Entry], list[str]]:

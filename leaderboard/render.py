@@ -5,9 +5,14 @@
                                  [--title T]
 
 Layout. Records are collected from every ``--results`` folder and from every ``records`` folder below it
-(``--results results/reproduce`` finds each experiment's folder). One leaderboard per test set; when several
-records of a test set share a label (``label``, else ``method``) the newest (``created``) is kept and a note
-says so. Each leaderboard has a header stating how every number was computed, a table of the full test set
+(``--results results/reproduce`` finds each experiment's folder). One leaderboard per test-set identity: its
+name *and* its content (image count and a digest of the sorted image ids, ``leaderboard.store.image_set``), so
+records on other images never share a table; a test set evaluated on several image sets gets one leaderboard
+each, titled with its image count (and "partial", and the digest where two have the same count). When several
+records of one identity share a label (``label``, else ``method``) the newest (``created``) replaces the older
+ones, and the command's output and the page (above the tables) say so. A row carries its marks beside the
+method's name: "synthetic data", "partial". Each leaderboard has a header stating how every number was
+computed, a table of the full test set
 (rows: methods, best full-set NME first; NME with its CI, FR@t and AUC@t per threshold, cost columns, a paired
 test against a baseline), a compact "NME by subset" table when the test set has subsets, and one CED plot per
 subset. Written to ``OUTDIR/leaderboard.{md,tex,html}`` and ``OUTDIR/plots/*.png``; these are derived views,
@@ -25,14 +30,21 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 # Also imported from here by others: the collecting and frame functions (tests).
 from leaderboard.board import leaderboard_frame, subset_frame
 from leaderboard.document import Document, Section, write_document
-from leaderboard.entries import NoRecordsError, collect_entries, group_by_test_set, keep_newest, load_usable
-from leaderboard.sections import build_section
+from leaderboard.entries import (
+    NoRecordsError,
+    collect_entries,
+    group_by_identity,
+    identify,
+    keep_newest,
+    load_usable,
+)
+from leaderboard.sections import build_section, identity_titles
 
 __all__ = ["NoRecordsError", "collect_entries", "keep_newest", "leaderboard_frame", "load_usable", "main",
            "render_leaderboards", "subset_frame", "leaderboard_sections"]
@@ -40,18 +52,22 @@ __all__ = ["NoRecordsError", "collect_entries", "keep_newest", "leaderboard_fram
 
 def render_leaderboards(results_dirs: list[Path], out_dir: Path, normalizer: str | None = None,
                         thresholds: Sequence[float] | None = None, baseline: str | None = None, n_boot: int = 2000,
-                        seed: int = 0, title: str = "Leaderboard", before: Sequence[Section] = ()) -> dict[str, Path]:
+                        seed: int = 0, title: str = "Leaderboard", before: Sequence[Section] = (),
+                        say: Callable[[str], None] | None = print) -> dict[str, Path]:
     """Render every test set's leaderboard found under ``results_dirs`` into ``out_dir``; returns the paths
-    ``{"markdown", "latex", "html"}``. ``before``: sections placed first (the runner's paper tables). Raises
-    :class:`NoRecordsError` when there is no record."""
-    sections, notes = leaderboard_sections(results_dirs, out_dir, normalizer, thresholds, baseline, n_boot, seed)
+    ``{"markdown", "latex", "html"}``. ``before``: sections placed first (the runner's paper tables). ``say``
+    is given each notice that a newer record replaced an older one (default: printed, so every command that
+    renders says it; None: silent). Raises :class:`NoRecordsError` when there is no record."""
+    sections, notes = leaderboard_sections(results_dirs, out_dir, normalizer, thresholds, baseline, n_boot, seed,
+                                           say)
     return write_document(Document(title, [*before, *sections], notes=notes), out_dir, "leaderboard")
 
 
 def leaderboard_sections(results_dirs: list[Path], out_dir: Path, normalizer: str | None = None,
                          thresholds: Sequence[float] | None = None, baseline: str | None = None, n_boot: int = 2000,
-                         seed: int = 0) -> tuple[list[Section], list[str]]:
-    """One section per test set (CED plots written under ``out_dir/plots``) and the page's notes."""
+                         seed: int = 0, say: Callable[[str], None] | None = None) -> tuple[list[Section], list[str]]:
+    """One section per test-set identity (CED plots written under ``out_dir/plots``) and the page's notes;
+    ``say`` gets each replacement notice."""
     out_dir = Path(out_dir)
     entries, notes = collect_entries([Path(d) for d in results_dirs])
     if not entries:
@@ -59,13 +75,21 @@ def leaderboard_sections(results_dirs: list[Path], out_dir: Path, normalizer: st
                              f"records/*.json in each folder and below)")
     if baseline is not None and not any(baseline in (e.label, e.record["method"]) for e in entries):
         raise ValueError(f"no record of a method {baseline!r}; methods: {sorted({e.label for e in entries})}")
+    entries, unknown = identify(entries)
+    notes += unknown
+    groups = group_by_identity(entries)
+    titles = identity_titles(groups)
     sections = []
-    for test_set, group in group_by_test_set(entries).items():
-        section = build_section(test_set, group, out_dir, normalizer, thresholds, baseline, n_boot, seed)
+    for key, group in groups.items():
+        group, replaced = keep_newest(group)
+        section = build_section(titles[key], group, out_dir, normalizer, thresholds, baseline, n_boot, seed,
+                                replaced)
         if section is None:
-            notes.append(f"{test_set}: no record could be scored under normaliser {normalizer}; left out.")
-        else:
-            sections.append(section)
+            notes.append(f"{titles[key]}: no record could be scored under normaliser {normalizer}; left out.")
+            continue
+        sections.append(section)
+        for line in replaced if say else ():
+            say(f"render: {titles[key]}: {line}")
     return sections, notes
 
 
@@ -83,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         paths = render_leaderboards(args.results, args.out, args.normalizer, args.thresholds, args.baseline,
-                                    args.bootstrap, args.seed, args.title)
+                                    args.bootstrap, args.seed, args.title, say=print)
     except (NoRecordsError, ValueError) as error:
         print(f"render: {error}", file=sys.stderr)
         return 2

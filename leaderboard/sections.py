@@ -1,12 +1,15 @@
-"""One test set's leaderboard as a document :class:`~leaderboard.document.Section`: the header facts stating how
-every number was computed, the formatted tables, the CED plots (written as PNG files), notes and record sources.
-The writers of ``leaderboard.document`` only lay sections out, so every output format says the same things.
+"""One test set's leaderboard (one test-set identity: name and image set) as a document
+:class:`~leaderboard.document.Section`: the header facts stating how every number was computed, which records
+replaced older ones, the formatted tables with each row's marks, the CED plots (written as PNG files), notes
+and record sources. The writers of ``leaderboard.document`` only lay sections out, so every output format says
+the same things.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -24,13 +27,16 @@ from leaderboard.document import Figure, Section, Table, slug
 from leaderboard.entries import (
     Entry,
     has_subset,
-    keep_newest,
+    is_synthetic,
     load_usable,
+    marks,
+    partial_mark,
     per_image_nme,
     primary_normalizer,
     subsets_of,
 )
 from leaderboard.plots import plot_ced
+from leaderboard.store import ImageSetIdentity
 from leaderboard.words import protocol_words
 
 PROTOCOL_KEYS = ("layout", "crop", "input_size", "annotation", "flip_test")
@@ -106,20 +112,26 @@ def _source(entry: Entry) -> str:
 
 
 def _synthetic_warning(entries: Sequence[Entry]) -> str | None:
-    labels = [e.label for e in entries if (e.record.get("experiment") or {}).get("data") == "synthetic"]
+    labels = [e.label for e in entries if is_synthetic(e.record)]
     if not labels:
         return None
     return (f"SYNTHETIC DATA: {', '.join(labels)} evaluated on synthetic faces, not the real benchmark. These "
             f"numbers check the pipeline; they are not comparable with published results.")
 
 
-def _facts(test_set: str, entries: Sequence[Entry], full: pd.DataFrame, by_subset: pd.DataFrame,
-           subsets: Sequence[str], normalizer: str, thresholds: Sequence[float], n_boot: int,
-           seed: int) -> list[tuple[str, str]]:
+def _content(key: ImageSetIdentity) -> str:
+    ids = "image ids" if key.key == "image_id" else "dataset indices"
+    return (f"image set {key.short} (sha256 of the {key.n_images} sorted {ids}; records on other images of this "
+            f"test set are in other tables)")
+
+
+def _facts(entries: Sequence[Entry], full: pd.DataFrame, by_subset: pd.DataFrame, subsets: Sequence[str],
+           normalizer: str, thresholds: Sequence[float], n_boot: int, seed: int) -> list[tuple[str, str]]:
     protocol, _ = _protocol(entries)
     level = f"{CONFIDENCE:.0%}"
+    key = entries[0].identity
     facts = [
-        ("Test set", f"{test_set}; images: {_counts(by_subset, subsets)}"),
+        ("Test set", f"{key.test_set}; images: {_counts(by_subset, subsets)}; {_content(key)}"),
         ("Normaliser", f"{normalizer}; NME = mean over images of (mean point-to-point error / normaliser), in %"),
         ("Thresholds", f"{', '.join(f'{t:g}' for t in thresholds)}; FR@t = % of images with NME > t; "
                        f"{_auc_rule(entries)}"),
@@ -158,16 +170,49 @@ def frame_table(title: str, frame: pd.DataFrame) -> Table:
         index=False)])
 
 
-def build_section(test_set: str, entries: Sequence[Entry], out_dir: Path, normalizer: str | None = None,
+MARK_NOTES = {"synthetic data": "synthetic data: evaluated on generated faces, not the real benchmark; the "
+                                "numbers check the pipeline and are not comparable with published results",
+              "partial": "partial: fewer images scored than the test set holds (a limited or deliberately "
+                         "partial run)"}
+
+
+def marked_table(title: str, frame: pd.DataFrame, entries: Sequence[Entry]) -> Table:
+    """:func:`frame_table` with each row's marks (:func:`leaderboard.entries.marks`) beside the method's name,
+    where its numbers are, and a note under the table saying what each mark shown means."""
+    by_label = {e.label: marks(e.record) for e in entries}
+    frame = frame.assign(Method=[f"{m} [{'; '.join(by_label[m])}]" if by_label[m] else m for m in frame["Method"]])
+    shown = {m.split(":")[0] for ms in by_label.values() for m in ms}
+    table = frame_table(title, frame)
+    table.notes = [f"[{text}]" for mark, text in MARK_NOTES.items() if mark in shown]
+    return table
+
+
+def identity_titles(groups: Mapping[ImageSetIdentity, Sequence[Entry]]) -> dict[ImageSetIdentity, str]:
+    """Each test-set identity's section title: the test set's name alone where it was evaluated on one image
+    set; else the name with the image count, "partial" where a record of it is partial, and the image set's
+    digest where two image sets have the same count, so that a reader sees why one test set has several."""
+    names = Counter(key.test_set for key in groups)
+    counts = Counter((key.test_set, key.n_images) for key in groups)
+    titles = {}
+    for key, entries in groups.items():
+        parts = [f"{key.n_images} images"] + ["partial"] * any(partial_mark(e.record) for e in entries)
+        if counts[key.test_set, key.n_images] > 1:
+            parts.append(f"image set {key.short}")
+        titles[key] = key.test_set if names[key.test_set] == 1 else f"{key.test_set} ({', '.join(parts)})"
+    return titles
+
+
+def build_section(title: str, entries: Sequence[Entry], out_dir: Path, normalizer: str | None = None,
                   thresholds: Sequence[float] | None = None, baseline: str | None = None, n_boot: int = 2000,
-                  seed: int = 0) -> Section | None:
-    """The leaderboard of one test set (its CED plots written under ``out_dir/plots``); None when no entry
-    can be scored."""
-    section = Section(test_set, slug(test_set))
-    entries, section.notes = keep_newest(entries)
+                  seed: int = 0, replaced: Sequence[str] = ()) -> Section | None:
+    """The leaderboard of one test-set identity under ``title`` (:func:`identity_titles`; its CED plots
+    written under ``out_dir/plots``); None when no entry can be scored. ``entries``: one identity's, with
+    distinct labels (``leaderboard.entries.keep_newest``, whose notes are ``replaced``: shown above the
+    tables)."""
+    section = Section(title, slug(title))
+    section.lines = [f"**Replaced:** {note}" for note in replaced]
     norm = normalizer or primary_normalizer(entries)
-    entries, left_out = load_usable(entries, norm)
-    section.notes += left_out
+    entries, section.notes = load_usable(entries, norm)
     if not entries:
         return None
     thresholds = tuple(thresholds or entries[0].record["protocol"].get("thresholds") or DEFAULT_THRESHOLDS)
@@ -179,12 +224,12 @@ def build_section(test_set: str, entries: Sequence[Entry], out_dir: Path, normal
     subsets = subsets_of(order)
     by_subset = subset_frame(order, norm, subsets, n_boot, seed)
     section.warning = _synthetic_warning(order)
-    section.facts = _facts(test_set, order, full, by_subset, subsets, norm, thresholds, n_boot, seed)
+    section.facts = _facts(order, full, by_subset, subsets, norm, thresholds, n_boot, seed)
     with_cost = any(e.record.get("cost") for e in order)
-    section.tables.append(frame_table("Full test set", format_full(full, thresholds, with_cost)))
+    section.tables.append(marked_table("Full test set", format_full(full, thresholds, with_cost), order))
     if len(subsets) > 1:
-        section.tables.append(frame_table("NME by subset (%) [95% CI]", format_subsets(by_subset, subsets)))
-    section.figures = _plots(test_set, order, list(full.index), norm, subsets, thresholds, out_dir)
+        section.tables.append(marked_table("NME by subset (%) [95% CI]", format_subsets(by_subset, subsets), order))
+    section.figures = _plots(title, order, list(full.index), norm, subsets, thresholds, out_dir)
     section.notes += _protocol(order)[1] + [n for e in order for n in _expected_notes(e, by_subset, subsets)]
     section.sources = [_source(e) for e in order]
     return section

@@ -22,8 +22,13 @@ file and the problem):
   (written before digests) load without one;
 - ``expected`` (optional) = ``{"n_images": int | None, "subsets": {name: int | None}, "partial": bool}``: the
   published size of the test set and of its subsets; the record's counts must match unless ``partial``;
+- ``image_set`` (written since this field exists; :func:`image_set`) = ``{"n_images", "key", "digest"}``: which
+  images were scored, so that a test set's identity is its name *and* its content (:class:`ImageSetIdentity`).
+  ``write_record`` computes it from the predictions; for older records readers compute it the same way from the
+  stored predictions (:func:`identity`);
 - predictions (:func:`validate_predictions`): the checksum, the required arrays, one row per image of the
-  record, consistent shapes, unique indices, finite coordinates and normalisers.
+  record, consistent shapes, unique indices, finite coordinates and normalisers, and the record's
+  ``image_set`` where it has one.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import subprocess
 import tempfile
 import uuid
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +59,7 @@ MODIFIED = ("the record was modified after it was written (hand-edited or corrup
             "its content. Records are never edited; re-score the predictions with `python -m leaderboard submit` "
             "instead")
 PREDICTION_KEYS = ("index", "pred", "target", "norm", "normalizers", "subset_mask", "subsets", "visible")
+IMAGE_SET_KEYS = ("image_id", "index")  # what an image set's digest is taken over, preferred first
 
 
 class RecordError(ValueError):
@@ -183,6 +190,62 @@ def check_image_counts(record: dict[str, Any], where: str) -> None:
                                   f"images, but subset {subset!r} has {count} (expected.subsets) {hint}")
 
 
+def image_set(predictions: dict[str, Any]) -> dict[str, Any]:
+    """Which images an evaluation scored: ``{"n_images": N, "key": "image_id" | "index", "digest":
+    "sha256:<hex>"}``, the digest taken over ``key`` and then the sorted image ids, one per line (the sorted
+    dataset indices where the predictions carry no ids). The order in which the images were scored does not
+    count, so two evaluations scored the same images exactly when their image sets are equal; a test set of the
+    same name but other images (a 64-image run of a 500-image test set) has another."""
+    key = next((k for k in IMAGE_SET_KEYS if k in predictions), None)
+    if key is None:
+        raise RecordError(f"predictions without {' or '.join(IMAGE_SET_KEYS)}: no way to tell which images they hold")
+    values = np.asarray(predictions[key]).tolist()
+    names = [str(v) for v in sorted(values if key == "index" else map(str, values))]  # indices sorted as numbers
+    text = "\n".join([key, *names])
+    return {"n_images": len(names), "key": key, "digest": "sha256:" + hashlib.sha256(text.encode()).hexdigest()}
+
+
+@dataclass(frozen=True)
+class ImageSetIdentity:
+    """A test set's identity: its name and its content (how many images, and which: :func:`image_set`).
+    Numbers of different identities are never compared (one leaderboard table each; the gate refuses)."""
+
+    test_set: str
+    n_images: int
+    digest: str
+    key: str = "image_id"  # what the digest is taken over: "image_id", or "index" where a record has no ids
+
+    @property
+    def short(self) -> str:
+        """The first 12 hex digits of the digest, as tables and messages show it."""
+        return self.digest.removeprefix("sha256:")[:12]
+
+    def __str__(self) -> str:
+        return f"{self.test_set} ({self.n_images} images, image set {self.short})"
+
+
+def identity(record: dict[str, Any], predictions: dict[str, Any] | None = None) -> ImageSetIdentity:
+    """The test-set identity of a record: from its ``image_set``, else (a record written before records
+    carried one) from its ``predictions``. Raises :class:`RecordError` when it has neither."""
+    stored = record.get("image_set")
+    if stored is None:
+        if predictions is None:
+            raise RecordError(f"{record.get('record_id')}: the record has no image_set (written before records "
+                              f"carried one) and its predictions were not given")
+        stored = image_set(predictions)
+    return ImageSetIdentity(str(record["test_set"]), int(stored["n_images"]), str(stored["digest"]), str(stored["key"]))
+
+
+def _check_image_set(record: dict[str, Any], where: str) -> None:
+    stored = record.get("image_set")
+    if stored is None:
+        return
+    if not (isinstance(stored, dict) and stored.get("key") in IMAGE_SET_KEYS and _is_count(stored.get("n_images"))
+            and isinstance(stored.get("digest"), str) and stored["digest"].startswith("sha256:")):
+        raise RecordError(f"{where}: image_set must be {{'n_images': int, 'key': one of {list(IMAGE_SET_KEYS)}, "
+                          f"'digest': 'sha256:<hex>'}}, got {stored!r}")
+
+
 def record_digest(record: dict[str, Any]) -> str:
     """``"sha256:<hex>"`` of the record's canonical JSON, leaving out ``digest`` and keys starting with ``_``."""
     body = {k: v for k, v in record.items() if k != "digest" and not str(k).startswith("_")}
@@ -192,7 +255,8 @@ def record_digest(record: dict[str, Any]) -> str:
 
 def write_record(record: dict[str, Any], predictions: dict[str, np.ndarray], results_dir: Path) -> Path:
     """Store predictions then the record (with ``record_id``, ``created``, ``schema_version``, the
-    predictions' path and checksum, and the record's ``digest`` filled in). Returns the record's path.
+    predictions' path and checksum, the ``image_set`` of the predictions (replacing any given one: it is what
+    the stored predictions hold), and the record's ``digest`` filled in). Returns the record's path.
 
     Both are validated first (:func:`validate_record`, :func:`validate_predictions`): nothing is written for
     an invalid record. Keys starting with ``_`` (attached by readers) and a stale ``digest`` are dropped.
@@ -208,6 +272,8 @@ def write_record(record: dict[str, Any], predictions: dict[str, np.ndarray], res
     pred_path = results_dir / "predictions" / f"{record['record_id']}.npz"
     record["predictions"] = {"file": str(pred_path.relative_to(results_dir)),
                              "sha256": hashlib.sha256(data).hexdigest()}
+    if "index" in predictions:  # else validate_predictions below says what is missing
+        record["image_set"] = image_set(predictions)
     try:  # as a reader will see it: JSON types only (tuples as lists, numpy scalars as numbers, string keys)
         record = json.loads(json.dumps(record, default=_json_default))
     except (TypeError, ValueError) as err:
@@ -253,6 +319,7 @@ def validate_record(record: dict[str, Any], where: str) -> None:
     try:
         _check_metrics(record["metrics"], where)
         check_image_counts(record, where)
+        _check_image_set(record, where)
     except RecordError as err:
         if modified:  # say why the content is wrong, and how it came to be
             raise RecordError(f"{err}; {MODIFIED}") from None
@@ -387,3 +454,7 @@ def validate_predictions(predictions: dict[str, Any], record: dict[str, Any] | N
     unknown = sorted({s for per_subset in metrics.values() for s in per_subset} - {FULL, *subsets})
     if unknown:
         raise RecordError(f"{where}: the record's subsets {unknown} are not in the predictions ({subsets})")
+    stored, held = record.get("image_set"), image_set(arrays)
+    if stored is not None and held != stored:
+        raise RecordError(f"{where}: holds other images (image_set {held['digest']}, {held['n_images']} images by "
+                          f"{held['key']}) than the record names ({stored.get('digest')})")

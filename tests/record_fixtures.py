@@ -9,6 +9,7 @@ import torch
 
 from landmarks.layouts import W300_68
 from landmarks.metrics import NMEMetric, inter_ocular
+from leaderboard.store import write_record
 
 NORMALIZERS = ["inter_ocular", "bbox"]
 SUBSETS = ["pose", "blur"]
@@ -39,3 +40,33 @@ def fixture_record(predictions: dict, method: str = "HGs") -> dict:
             "n_images": len(predictions["index"]), "metrics": metric.compute(),
             "protocol": {"primary_normalizer": "inter_ocular", "layout": "300w_68", "input_size": 128,
                          "crop": {"box_source": "jittered", "scale": 1.25}, "flip_test": False}}
+
+
+def add(results, seed, noise, method, day, n=40, **extra):
+    """Write a fixture record with a fixed id (``<method>__day<day>``) and creation time (2024-05-<day>) under
+    ``results``; returns its predictions."""
+    predictions = fixture_predictions(seed, n=n, noise=noise)
+    record = fixture_record(predictions, method) | extra
+    record["record_id"] = f"{method}__day{day}"
+    record["created"] = f"2024-05-{day:02d}T12:00:00+00:00"
+    write_record(record, predictions, results)
+    return predictions
+
+
+def numpy_nme(predictions, column=0):
+    """Per-image NME in percent, computed independently of the project's metric code."""
+    error = np.sqrt(((predictions["pred"] - predictions["target"]) ** 2).sum(-1)).mean(-1)
+    return error / predictions["norm"][:, column] * 100
+
+
+def table_rows(markdown: str, first_column: str = "Method") -> dict[str, list[str]]:
+    """{first cell: other cells} of the first Markdown table whose header starts with ``first_column``."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_column}"))
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = cells[1:]
+    return rows

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from record_fixtures import fixture_predictions, fixture_record
+from record_fixtures import add, numpy_nme, table_rows
 
 from leaderboard.__main__ import main as leaderboard_main
 from leaderboard.render import (
@@ -23,22 +23,11 @@ from leaderboard.render import (
     subset_frame,
 )
 from leaderboard.stats import bootstrap_ci, paired_test
-from leaderboard.store import write_record
 
 GOLDEN = Path(__file__).parent / "data" / "golden" / "leaderboard.md"
 N_BOOT, SEED = 500, 0
 COST = {"params": 6_543_210, "macs": 1_234_000_000, "input_size": 128, "images_per_s": {"1": 212.5, "32": 3012.4},
         "device": "cpu"}
-
-
-def add(results, seed, noise, method, day, n=40, **extra):
-    """Write a fixture record with a fixed id and creation time; returns its predictions."""
-    predictions = fixture_predictions(seed, n=n, noise=noise)
-    record = fixture_record(predictions, method) | extra
-    record["record_id"] = f"{method}__day{day}"
-    record["created"] = f"2024-05-{day:02d}T12:00:00+00:00"
-    write_record(record, predictions, results)
-    return predictions
 
 
 def three_methods(results):
@@ -54,27 +43,8 @@ def shared(tmp_path_factory):
     return results, three_methods(results)
 
 
-def numpy_nme(predictions, column=0):
-    """Per-image NME in percent, computed independently of the project's metric code."""
-    error = np.sqrt(((predictions["pred"] - predictions["target"]) ** 2).sum(-1)).mean(-1)
-    return error / predictions["norm"][:, column] * 100
-
-
 def render(tmp_path, *results, **kwargs):
     return render_leaderboards(list(results), tmp_path / "out", n_boot=N_BOOT, seed=SEED, **kwargs)
-
-
-def table_rows(markdown: str, first_column: str) -> dict[str, list[str]]:
-    """{method: cells} of the first Markdown table whose header starts with ``first_column``."""
-    lines = markdown.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_column}"))
-    rows = {}
-    for line in lines[start + 2:]:
-        if not line.startswith("|"):
-            break
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        rows[cells[0]] = cells[1:]
-    return rows
 
 
 def test_markdown_matches_the_golden_file(tmp_path, shared):
@@ -134,8 +104,11 @@ def test_baseline_option_and_different_images(tmp_path, shared):
     frame = leaderboard_frame(entries, "inter_ocular", baseline="rough", n_boot=N_BOOT, seed=SEED)
     assert frame.attrs["baseline"] == "rough" and frame.loc["rough", "paired"] == "baseline"
     assert frame.loc["precise", "diff"] < 0 and frame.loc["fewer", "paired"] == "different images"
-    rows = table_rows(render(tmp_path, shared[0], tmp_path, baseline="rough")["markdown"].read_text(), "Method")
-    assert "n/a (different images)" in rows["fewer"] and "baseline" in rows["rough"]
+    # Rendered, records on other images never share a table (issue 14): 'fewer' gets its own, titled by its count.
+    text = render(tmp_path, shared[0], tmp_path, baseline="rough")["markdown"].read_text()
+    rows = table_rows(text, "Method")
+    assert "fewer" not in rows and "baseline" in rows["rough"]
+    assert list(table_rows(text.split("## synthetic-300w_68-test (30 images)")[1], "Method")) == ["fewer"]
     with pytest.raises(ValueError, match="no record of a method"):
         render(tmp_path, shared[0], baseline="nobody")
 

@@ -1,5 +1,8 @@
 """Bootstrap intervals and paired tests against closed forms and hand-worked cases; the CI gate's exit codes."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from record_fixtures import fixture_predictions, fixture_record
@@ -7,7 +10,7 @@ from record_fixtures import fixture_predictions, fixture_record
 from leaderboard.__main__ import main as leaderboard_main
 from leaderboard.gate import Tolerance, compare
 from leaderboard.stats import aligned_nme, bootstrap_ci, bootstrap_means, paired_test
-from leaderboard.store import write_record
+from leaderboard.store import record_digest, write_record
 
 
 def test_bootstrap_of_two_values_follows_the_binomial():
@@ -96,3 +99,72 @@ def test_gate_directions_and_relative_tolerance():
     relaxed = compare(worse, base, metrics=("nme",), tolerance=Tolerance(relative=0.5))
     assert (relaxed.status == "ok").all()
     assert (relaxed.allowed == 0.5 * relaxed.baseline).all()
+
+
+# --- tolerances per metric, in the metric's unit; test-set identity (issue 14) --------------------------------
+
+def shifted(tmp_path, name, **change):
+    """The seed-0 record with ``change`` added to metrics on every subset (nme, fr@0.1 in percentage points,
+    auc@0.1 as a fraction), so that a hand-worked tolerance decides the gate."""
+    predictions = fixture_predictions(0, noise=2.0)
+    record = fixture_record(predictions, name)
+    for per_subset in record["metrics"].values():
+        for summary in per_subset.values():
+            for metric, delta in change.items():
+                summary[metric.replace("_", "@0.")] += delta
+    return write_record(record, predictions, tmp_path)
+
+
+@pytest.mark.parametrize("change, extra, code", [
+    ({"auc_1": -0.006}, [], 1), ({"auc_1": -0.004}, [], 0),  # default auc=0.005 (a fraction)
+    ({"nme": 0.06}, [], 1), ({"nme": 0.04}, [], 0),  # default nme=0.05 (percentage points)
+    ({"fr_1": 0.6}, [], 1), ({"fr_1": 0.4}, [], 0),  # default fr=0.5 (percentage points)
+    # Issue 14, case 3: the README's --abs-tol 0.05 let an AUC drop of 0.0125 pass; it is percentage points now.
+    ({"auc_1": -0.0125}, ["--abs-tol", "0.05"], 1), ({"nme": 0.04}, ["--abs-tol", "0.05"], 0),
+    ({"auc_1": -0.0125}, ["--tol", "auc=0.02"], 0), ({"auc_1": -0.0125}, ["--tol", "auc@0.1=0.01"], 1),
+    ({"nme": 0.3, "auc_1": -0.003}, ["--tol", "nme=0.5", "--tol", "fr=0"], 0),
+    ({"nme": 0.3}, ["--abs-tol", "1", "--tol", "nme=0.1"], 1),  # --tol wins over --abs-tol
+    ({"auc_1": +0.3, "nme": -1.0}, ["--tol", "nme=0", "fr=0", "auc=0"], 0),  # improvements never fail
+])
+def test_gate_tolerances_are_per_metric_in_its_unit(tmp_path, capsys, change, extra, code):
+    base = shifted(tmp_path, "base")
+    new = shifted(tmp_path, "new", **change)
+    assert leaderboard_main(["gate", "--record", str(new), "--baseline", str(base), *extra]) == code
+    out = capsys.readouterr().out
+    assert ("REGRESSED" in out) == (code == 1) and "auc@0.1 " in out and "(fraction of 1)" in out
+
+
+def test_gate_help_states_the_default_tolerances_and_refuses_bad_ones(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        leaderboard_main(["gate", "--help"])
+    assert "nme=0.05 fr=0.5 auc=0.005" in " ".join(capsys.readouterr().out.split())
+    base = shifted(tmp_path, "base")
+    for bad in ("nme", "nme=-1", "psnr=1", "auc=x"):
+        assert leaderboard_main(["gate", "--record", str(base), "--baseline", str(base), "--tol", bad]) == 2
+        assert "--tol" in capsys.readouterr().err
+
+
+def test_gate_refuses_records_of_other_images(tmp_path, capsys):
+    base = write(tmp_path, 0, 2.0, "base")
+    gate = lambda new: leaderboard_main(["gate", "--record", str(new), "--baseline", str(base)])  # noqa: E731
+    fewer = fixture_predictions(0, n=30)  # same name, 30 of the 40 images
+    assert gate(write_record(fixture_record(fewer, "fewer"), fewer, tmp_path)) == 2
+    assert "different test-set contents" in capsys.readouterr().err
+    renamed = fixture_predictions(0) | {"image_id": np.array([f"other{i}" for i in range(40)])}
+    other = write_record(fixture_record(renamed, "renamed"), renamed, tmp_path)  # 40 images, other ones
+    assert gate(other) == 2
+    err = capsys.readouterr().err
+    assert "different test-set contents" in err and "40 images, image set" in err
+    # A record written before records carried an image set: taken from its predictions beside it ...
+    old = json.loads(Path(base).read_text())
+    del old["image_set"]
+    old["digest"] = record_digest(old)
+    Path(base).write_text(json.dumps(old))
+    assert gate(other) == 2 and gate(write(tmp_path, 0, 2.0, "same")) == 0
+    # ... or, copied alone, compared by name and image count only, which the output says.
+    alone = tmp_path / "alone" / "records" / Path(base).name
+    alone.parent.mkdir(parents=True)
+    alone.write_text(Path(base).read_text())
+    capsys.readouterr()
+    assert leaderboard_main(["gate", "--record", str(other), "--baseline", str(alone)]) == 0
+    assert "only the test set's name and image count (40) were compared" in capsys.readouterr().out

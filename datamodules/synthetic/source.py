@@ -60,6 +60,8 @@ class SyntheticFaceSource(FaceSource):
         subsets: the subset scheme of ``SUBSET_SCHEMES`` (default: the WFLW attributes).
     """
 
+    synthetic = True
+
     def __init__(self, layout: str, split: str, size: int, seed: int = 0, image_size: int = 256,
                  attribute_rate: float = 0.2, box_jitter: float = 0.05, subsets: str = "attributes") -> None:
         if split not in SPLITS:
