@@ -46,7 +46,7 @@ from datamodules.base import (
     RecordSource,
     check_points,
 )
-from datamodules.files import DatasetError, Problems, check_count, load_mat
+from datamodules.files import DatasetError, Problems, check_count, dataset_root, load_mat
 from landmarks.layouts import AFLW_19
 
 INFO_FILE = "AFLWinfo_release.mat"
@@ -122,7 +122,7 @@ def aflw_source(root: str | Path, split: str, one_based: bool = False, train_siz
         raise ValueError(f"AFLW split must be one of {SPLITS}, got {split!r}")
     if frontal not in FRONTAL:
         raise ValueError(f"frontal must be one of {FRONTAL}, got {frontal!r}")
-    root, name = Path(root), f"aflw-{split}"
+    root, name = dataset_root(root, "AFLW"), f"aflw-{split}"
     path, problems, shift = root / INFO_FILE, Problems(name, on_error), 1.0 if one_based else 0.0
     info = read_aflw_info(path, train_size)
     is_frontal = frontal_faces(info.landmarks, info.visible, info.boxes)

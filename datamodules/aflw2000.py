@@ -51,6 +51,7 @@ from datamodules.files import (
     DatasetError,
     Problems,
     check_count,
+    dataset_root,
     image_size,
     load_mat,
     read_image,
@@ -134,7 +135,7 @@ def aflw2000_source(root: str | Path, ground_truth: str = "original", reannotate
     """The 2,000 AFLW2000-3D test faces with yaw subsets; ``ground_truth`` picks the landmarks."""
     if ground_truth not in GROUND_TRUTHS:
         raise ValueError(f"ground_truth must be one of {GROUND_TRUTHS}, got {ground_truth!r}")
-    root, name = Path(root), "aflw2000-3d"
+    root, name = dataset_root(root, "AFLW2000-3D"), "aflw2000-3d"
     folder, problems = root / AFLW2000_FOLDER, Problems(name, on_error)
     pairs = list_pairs(folder, problems)
     reannotated_file = Path(reannotated_file) if reannotated_file is not None else root / REANNOTATED_FILE
@@ -204,7 +205,7 @@ class W300LPSource(FaceSource):
 def w300lp_source(root: str | Path, include_flipped: bool = False, on_error: str = "raise",
                   check_counts: bool = True) -> W300LPSource:
     """The 300W-LP training faces of the four folders (and their ``_Flip`` twins with ``include_flipped``)."""
-    root, name = Path(root), "300w-lp-train"
+    root, name = dataset_root(root, "300W-LP"), "300w-lp-train"
     problems = Problems(name, on_error)
     folders = [*W300LP_FOLDERS, *(f"{f}_Flip" for f in W300LP_FOLDERS if include_flipped)]
     pairs = [pair for folder in folders for pair in list_pairs(root / folder, problems) if pair is not None]

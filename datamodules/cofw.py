@@ -46,7 +46,7 @@ from datamodules.base import (
     RecordSource,
     check_points,
 )
-from datamodules.files import DatasetError, Problems, check_count, load_mat, require_file
+from datamodules.files import DatasetError, Problems, check_count, dataset_root, load_mat, require_file
 from datamodules.w300 import TRAIN_FOLDERS, w300_source
 from landmarks.geometry import points_bbox
 from landmarks.layouts import COFW_29, W300_68, LandmarkLayout
@@ -162,7 +162,7 @@ def cofw_mat_path(root: str | Path, split: str) -> Path:
     """The ``.mat`` of ``split`` under ``root``: the colour release, else the grey one."""
     if split not in SPLITS:
         raise ValueError(f"unknown COFW split {split!r}; expected one of {sorted(SPLITS)}")
-    names = SPLITS[split][0]
+    names, root = SPLITS[split][0], dataset_root(root, "COFW")
     for name in names:
         if (Path(root) / name).is_file():
             return Path(root) / name

@@ -64,6 +64,7 @@ class FaceSource(abc.ABC):
     protocol: Mapping[str, Any] = MappingProxyType({})  # read-only default: sources set their own
     expected_size: int | None = None
     expected_subsets: Mapping[str, int] = MappingProxyType({})
+    synthetic: bool = False  # generated faces, not a benchmark: records say so, leaderboards mark their rows
     extra_counts: Mapping[str, int] = MappingProxyType({})  # other counts the checker prints (e.g. AFLW's frontal
     # faces under both definitions), compared with nothing
     problems: Problems | None = None  # what the parser skipped (on_error="skip")

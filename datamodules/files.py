@@ -112,6 +112,17 @@ def find_image(stem: Path, suffixes: Iterable[str] = IMAGE_SUFFIXES) -> Path | N
     return None
 
 
+def dataset_root(root: str | Path, what: str) -> Path:
+    """``root`` as a folder that exists: a wrong dataset root is one error saying that the root does not exist,
+    not a complaint about the first sub-folder a parser looks for inside it."""
+    root = Path(root)
+    if not root.is_dir():
+        kind = "is a file, not a folder" if root.exists() else "does not exist"
+        raise DatasetError(root, f"{what} folder is missing: this dataset root {kind}; give the folder that holds "
+                                 "the dataset")
+    return root
+
+
 def require_folder(path: str | Path, what: str, pattern: str = "*") -> Path:
     """``path`` as a folder that exists and holds at least one ``pattern`` file; clear error otherwise."""
     path = Path(path)

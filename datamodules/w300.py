@@ -39,7 +39,7 @@ from datamodules.base import (
     RecordSource,
     check_points,
 )
-from datamodules.files import DatasetError, Problems, check_count, find_image, load_mat, require_folder
+from datamodules.files import DatasetError, Problems, check_count, dataset_root, find_image, load_mat, require_folder
 from landmarks.layouts import W300_68
 
 # Folder key -> (candidate paths under the root, published number of faces).
@@ -166,7 +166,7 @@ def _official_boxes(root: Path, folder: Path) -> dict[str, dict[str, np.ndarray]
 def w300_source(root: str | Path, folders: dict[str, tuple[str, ...]], name: str, one_based: bool = True,
                 on_error: str = "raise", check_counts: bool = True) -> RecordSource:
     """A source over 300W folders (keys of ``FOLDERS``) whose faces carry the given subset tags."""
-    root, problems = Path(root), Problems(name, on_error)
+    root, problems = dataset_root(root, "300W"), Problems(name, on_error)
     shift = 1.0 if one_based else 0.0
     faces, expected, expected_subsets = [], 0, {}
     for key, tags in folders.items():
@@ -193,7 +193,7 @@ def _skipped_in(problems: Problems, folder: Path) -> int:
 def masked_300w_source(root: str | Path, one_based: bool = True, on_error: str = "raise",
                        check_counts: bool = True) -> RecordSource:
     """Masked 300W test faces with common / challenging subsets."""
-    root, problems = Path(root), Problems("masked-300w-test", on_error)
+    root, problems = dataset_root(root, "Masked 300W"), Problems("masked-300w-test", on_error)
     shift = 1.0 if one_based else 0.0
     faces, expected_subsets = [], {"common": 0, "challenging": 0}
     for candidates, size, tags in MASKED_FOLDERS.values():

@@ -35,7 +35,7 @@ from datamodules.base import (
     RecordSource,
     check_points,
 )
-from datamodules.files import DatasetError, Problems, check_count, require_file, require_folder
+from datamodules.files import DatasetError, Problems, check_count, dataset_root, require_file, require_folder
 from landmarks.layouts import WFLW_98
 
 # Subset tags in the order of the flags (the reference results table uses these names).
@@ -175,7 +175,7 @@ def wflw_source(root: str | Path, split: str, on_error: str = "raise", check_cou
     """
     if split not in EXPECTED:
         raise ValueError(f"unknown WFLW split {split!r}; expected one of {sorted(EXPECTED)}")
-    root, name = Path(root), f"wflw-{split}"
+    root, name = dataset_root(root, "WFLW"), f"wflw-{split}"
     problems = Problems(name, on_error)
     images = require_folder(root / IMAGES, "WFLW images")
     path = require_file(root / LIST_FOLDER / f"list_98pt_rect_attr_{split}.txt", f"WFLW {split} list")

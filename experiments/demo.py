@@ -5,19 +5,23 @@
 2. Select the hourglass checkpoint on the validation split (carved from the training faces), then test both
    models on the synthetic test split: per-subset NME / FR / AUC under every normaliser.
 3. Write one evaluation record + per-image predictions per model, a Markdown table and a CED plot, and print
-   where they are.
+   where they are, with the checkpoint and the logs, as the last lines (wandb's closing lines come before).
 
-``python -m experiments.demo --help`` lists the options; ``--quick`` shrinks everything for a smoke test.
+``python -m experiments.demo --help`` lists the options; ``--quick`` shrinks everything for a smoke test. Errors
+are one short message (``experiments.errors``; ``--traceback`` for the trace).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import experiments  # noqa: F401  (environment defaults)
 from experiments.cli import main as cli_main
+from experiments.errors import run_guarded
+from experiments.outputs import Outputs, finish_loggers, run_outputs
 from landmarks.metrics import FULL
 from leaderboard.callback import EvaluationRecorder
 from leaderboard.plots import plot_ced
@@ -37,8 +41,10 @@ QUICK = [
 ]
 
 
-def evaluate(args: list[str], results_dir: Path, workdir: Path, fit: bool, method: str | None = None) -> Path:
-    """Fit (if ``fit``), test the best validation checkpoint, and return the evaluation record's path."""
+def evaluate(args: list[str], results_dir: Path, workdir: Path, fit: bool,
+             method: str | None = None) -> tuple[Path, Outputs]:
+    """Fit (if ``fit``), test the best validation checkpoint; returns the evaluation record's path and the run's
+    outputs (``experiments.outputs``: checkpoint, logs), its wandb run finished."""
     cli = cli_main(["--config", str(CONFIG), f"--trainer.default_root_dir={workdir}", *args], run=False)
     recorder = next(cb for cb in cli.trainer.callbacks if isinstance(cb, EvaluationRecorder))
     recorder.results_dir = results_dir
@@ -46,7 +52,9 @@ def evaluate(args: list[str], results_dir: Path, workdir: Path, fit: bool, metho
     if fit:
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best" if fit else None, weights_only=True)
-    return recorder.last_record
+    outputs = run_outputs(cli.trainer)
+    finish_loggers(cli.trainer)
+    return recorder.last_record, outputs
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -57,11 +65,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     opts = parser.parse_args(argv)
     start = time.perf_counter()
     extra = QUICK if opts.quick else []
-    records = {
+    runs = {
         "mean shape": evaluate([*MEAN_SHAPE, *extra], opts.results_dir, opts.workdir, fit=False,
                                method="Mean shape"),
         "stacked hourglass": evaluate(extra, opts.results_dir, opts.workdir, fit=True),
     }
+    records = {name: record for name, (record, _) in runs.items()}
     loaded = {name: load_record(path) for name, path in records.items()}
     for name, record in loaded.items():
         record["label"] = name
@@ -81,10 +90,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         print(f"{name:>20}: NME {values} ({r['n_images']} test faces)")
     print(f"{'records':>20}: " + "\n                      ".join(str(p) for p in records.values()))
     print(f"{'table':>20}: {table}\n{'CED plot':>20}: {plot}")
+    for what, where in (item for _, outputs in runs.values() for item in outputs):
+        if what.startswith("checkpoint"):
+            print(f"{'checkpoint':>20}: {where} (selected on the validation split)")
+        elif what.startswith("logs"):
+            print(f"{'logs':>20}: {where}")
     print(f"{'wall time':>20}: {time.perf_counter() - start:.0f} s")
     print("=" * 78)
     return nme
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_guarded(main, None, "experiments.demo"))

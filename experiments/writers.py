@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,10 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
-from pytorch_lightning.utilities import rank_zero_info
 
 from leaderboard.store import atomic_write_bytes
+
+log = logging.getLogger(__name__)
 
 
 class LandmarkWriter(BasePredictionWriter):
@@ -46,4 +48,5 @@ class LandmarkWriter(BasePredictionWriter):
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **arrays)
         self.last_file = atomic_write_bytes(self.output_dir / f"landmarks-{stamp}{rank}.npz", buffer.getvalue())
-        rank_zero_info(f"predicted landmarks: {self.last_file}")
+        # Not printed here (the progress bar is still on that line): the CLI prints it with the run's outputs, last.
+        log.debug("predicted landmarks: %s", self.last_file)

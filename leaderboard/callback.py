@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,9 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from landmarks.metrics import AUC_STEP
 from leaderboard.store import git_commit, sha256_file, write_record
+from lightning_modules.training import IDENTITY
+
+log = logging.getLogger(__name__)
 
 
 class EvaluationRecorder(pl.Callback):
@@ -32,6 +36,10 @@ class EvaluationRecorder(pl.Callback):
         self.cost_repeats, self.experiment = cost_repeats, experiment
         self.last_record: Path | None = None
 
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        """The method's name joins what the checkpoint says it was trained as (``LandmarkModule.identity``)."""
+        checkpoint.setdefault(IDENTITY, {})["method"] = self.method or type(pl_module).__name__
+
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         results = getattr(pl_module, "test_results", None)
         if results is None or trainer.sanity_checking:
@@ -50,13 +58,17 @@ class EvaluationRecorder(pl.Callback):
         record = {
             "method": self.method or type(pl_module).__name__,
             "paper": self.paper,
-            "train_set": datamodule.source("train").name,
+            "train_set": _overridden(pl_module).get("data.train_set.name", {}).get("checkpoint")
+            or datamodule.source("train").name,
             "test_set": source.name,
             "n_images": int(len(predictions["index"])),
-            # the published counts (None where there are none); `partial`: a deliberately smaller copy
+            # the published counts (None where there are none); `partial`: a deliberately smaller copy, or fewer
+            # images scored than the test split holds (limit_test_batches): leaderboards mark such rows
             "expected": {"n_images": source.expected_size, "subsets": dict(source.expected_subsets),
                          "partial": not getattr(datamodule, "check_counts", True)
-                         or getattr(datamodule, "on_error", "raise") == "skip"},
+                         or getattr(datamodule, "on_error", "raise") == "skip"
+                         or len(predictions["index"]) < len(source)},
+            "synthetic": bool(getattr(source, "synthetic", False)),  # generated faces: marked wherever shown
             "protocol": datamodule.protocol() | {
                 "thresholds": list(pl_module.thresholds),
                 "auc_rule": f"trapezoid, grid step {AUC_STEP:g}",
@@ -69,7 +81,8 @@ class EvaluationRecorder(pl.Callback):
                 "data": _plain(dict(datamodule.hparams)),
                 "file": _config_file(log_dir),
             },
-            "checkpoint": {"path": checkpoint, "sha256": sha256_file(checkpoint) if checkpoint else None},
+            "checkpoint": {"path": checkpoint, "sha256": sha256_file(checkpoint) if checkpoint else None,
+                           **({"overrides": _overridden(pl_module)} if _overridden(pl_module) else {})},
             "seed": _seed(),
             "git": git_commit(Path(__file__).resolve().parent),
             "run": {"log_dir": log_dir, "loggers": [_logger_info(lg) for lg in trainer.loggers]},
@@ -83,13 +96,21 @@ class EvaluationRecorder(pl.Callback):
 
             record["cost"] = model_cost(pl_module, pl_module.input_size, self.cost_repeats, pl_module.device)
         self.last_record = write_record(record, predictions, self.results_dir)
-        rank_zero_info(f"evaluation record: {self.last_record}")
+        # Not printed here, where it would land before Lightning's metric table: the CLI, the demo and the runner
+        # print it with the run's other outputs, as their last lines.
+        log.debug("evaluation record: %s", self.last_record)
 
 
 def _logger_info(logger: pl.loggers.Logger) -> dict[str, Any]:
     """Where a logger keeps this run (for wandb: the run id; offline runs sync later with `wandb sync`)."""
     return {"type": type(logger).__name__, "name": logger.name, "version": str(logger.version),
             "save_dir": logger.save_dir}
+
+
+def _overridden(pl_module: pl.LightningModule) -> dict[str, dict[str, Any]]:
+    """Fields the CLI's --checkpoint_wins took from the checkpoint: {field: {"checkpoint": ..., "config": ...}}."""
+    overrides = getattr(pl_module, "checkpoint_overrides", None) or {}
+    return {field: {"checkpoint": saved, "config": given} for field, (saved, given) in overrides.items()}
 
 
 def _seed() -> int | None:

@@ -49,6 +49,7 @@ from typing import Any
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 import experiments  # noqa: F401  (environment defaults: offline wandb, no albumentations update check)
+from experiments.outputs import finish_wandb
 from leaderboard.launch import batch_args, config_lr, new_invocation, sync_bn, trainer_args, training_seed  # noqa: F401
 from leaderboard.manifest import Experiment, Manifest, ManifestError, TestSpec, available_papers, load_manifest
 from leaderboard.store import RecordError, atomic_write_bytes, load_records, sha256_file
@@ -334,6 +335,7 @@ def run_experiment(manifest: Manifest, experiment: Experiment, opts: RunOptions)
             path = test(manifest, experiment, spec, fitted, opts, index)
             if path is not None:
                 written.append(path)
+                say(f"    record: {path}")
     return written
 
 
@@ -364,6 +366,7 @@ def reproduce(manifest: Manifest, opts: RunOptions) -> int:
             f"tests {[t.name for t in experiment.tests]} ({time.perf_counter() - start:.0f} s elapsed)")
         records += run_experiment(manifest, experiment, opts)
     wall = time.perf_counter() - start
+    finish_wandb()  # wandb's closing lines before the summary, not after it
     if rank_zero_only.rank == 0:
         outputs = render_outputs(manifest, opts) if opts.render else {}
         summary = {"paper": manifest.paper, "data": opts.data, "wall_seconds": round(wall, 1),
@@ -372,7 +375,8 @@ def reproduce(manifest: Manifest, opts: RunOptions) -> int:
         folder = results_dir(manifest, opts)
         atomic_write_bytes(folder / "reproduce.json", json.dumps(summary, indent=2).encode(), overwrite=True)
         say(f"\n== {manifest.paper} ({opts.data}): {len(records)} record(s) in {wall:.0f} s")
-        for name, path in outputs.items():
+        for name, path in {"records": folder / "records", "summary": folder / "reproduce.json", **outputs,
+                           "runs": opts.workdir / manifest.paper / opts.data}.items():
             say(f"   {name:>12}: {path}")
     return 0
 

@@ -19,13 +19,19 @@ Training beyond one optimiser (``lightning_modules.training``):
 - **The mean shape**: a module with ``uses_mean_shape = True`` gets a ``mean_shape`` buffer (K, 2), the
   training faces' mean in crop pixels (``datamodule.mean_shape()``), filled at set-up and saved in
   checkpoints (the mean-shape baseline; GlomFace's and DAN's initial shapes).
+
+Checkpoints carry what they were trained on (:meth:`LandmarkModule.identity`: model class, hyper-parameters,
+crop, normalisation, training set; the evaluation recorder adds the method's name), and a checkpoint whose
+identity differs from the run that loads it (a test, validation, prediction or resumed fit with another config)
+is refused with the differing fields before its weights are loaded, instead of testing at the wrong input size
+or labelling the result with the wrong model. Evaluation-time choices (``evaluation_hparams``) may differ.
 """
 
 from __future__ import annotations
 
 import abc
 from dataclasses import asdict, is_dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
@@ -36,14 +42,19 @@ from landmarks.geometry import apply_affine, invert_affine, matrix_scale
 from landmarks.layouts import LandmarkLayout, get_layout
 from landmarks.metrics import DEFAULT_THRESHOLDS, FULL, NMEMetric, PredictionStore
 from lightning_modules.training import (
+    IDENTITY,
+    CheckpointMismatch,
     Interval,
     LRSchedulerCallable,
     OptimizerCallable,
     OptimizerPart,
     check_parts,
     cycle_of,
+    data_identity,
+    identity_differences,
     load_initial_weights,
     resolve_submodules,
+    saved_identity,
 )
 
 MONITOR = "val/nme"  # headline validation NME (primary normaliser, all validation faces): select on this
@@ -69,6 +80,14 @@ class LandmarkModule(pl.LightningModule, abc.ABC):
     """
 
     uses_mean_shape: bool = False  # True: a ``mean_shape`` buffer filled from the datamodule at set-up
+    # Hyper-parameters a checkpoint may be used with other values of (a test, validation or prediction; the
+    # manifests' test_args): how the trained network is run and scored -- a HeatmapCodec's decoding (decoder, SDT
+    # window, reading, frame, fallback distance), flip test, memory order, the FR / AUC thresholds -- and how its
+    # training started (initial weights, frozen parts, scheduler interval). Every other hyper-parameter defines
+    # the trained model: a checkpoint used with another value is refused. A paper adds its own test-time switches.
+    evaluation_hparams: ClassVar[tuple[str, ...]] = (
+        "codec.decoder", "codec.window", "codec.sdt_reading", "codec.sdt_frame", "codec.max_offset",
+        "flip_test", "channels_last", "thresholds", "init_from", "init_modules", "freeze", "lr_scheduler_interval")
 
     def __init__(
         self,
@@ -108,6 +127,8 @@ class LandmarkModule(pl.LightningModule, abc.ABC):
         self.subsets: tuple[str, ...] = ()
         self.primary_normalizer = "inter_ocular"
         self.test_results: dict[str, Any] | None = None
+        # Set by the CLI's --checkpoint_wins: the fields it took from the checkpoint, {field: (checkpoint's, config's)}
+        self.checkpoint_overrides: dict[str, tuple[Any, Any]] | None = None
 
     # --- what a paper implements (with ``forward(images)``) ------------------------------------------------
     @abc.abstractmethod
@@ -214,6 +235,47 @@ class LandmarkModule(pl.LightningModule, abc.ABC):
         if len(configs) == 1:
             return configs[0] if "lr_scheduler" in configs[0] else configs[0]["optimizer"]
         return configs
+
+    # --- checkpoint identity ------------------------------------------------------------------------------
+    def identity(self, datamodule: pl.LightningDataModule | None = None, train_set: bool = True) -> dict[str, Any]:
+        """What a checkpoint of this model records about it (``checkpoint["identity"]``): the model class, its
+        hyper-parameters (layout and input size among them) and the data protocol of ``datamodule``
+        (``training.data_identity``; ``train_set=False`` leaves the training split out, for predictions)."""
+        return {"model_class": f"{type(self).__module__}.{type(self).__qualname__}", "model": dict(self.hparams),
+                "data": None if datamodule is None else data_identity(datamodule, train_set)}
+
+    def checkpoint_differences(self, saved: dict[str, Any], datamodule: pl.LightningDataModule | None,
+                               stage: str) -> dict[str, tuple[Any, Any]]:
+        """Fields whose value in a checkpoint's identity (``saved``) differs from this model's and ``datamodule``'s
+        for a ``stage`` run: ``{field: (checkpoint's, this run's)}``. Not compared: evaluation-time
+        hyper-parameters, the method's name, the datamodule class (models are tested on other datasets by design),
+        the training split's annotation options (recorded; some also choose the test split's faces, e.g. AFLW's
+        frontal definition) and, in a prediction, the training split."""
+        current = self.identity(datamodule, train_set=stage != "predict")
+        free = ("method", "data.dataset", "data.train_set.annotation",
+                *(f"model.{name}" for name in self.evaluation_hparams))
+        return identity_differences(saved, current, free)
+
+    def _datamodule(self) -> pl.LightningDataModule | None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        return datamodule if hasattr(datamodule, "source") else None  # a face datamodule (FaceLandmarkDataModule)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Write the identity (callbacks may have added to it first: the evaluation recorder's method name)."""
+        checkpoint[IDENTITY] = {**checkpoint.get(IDENTITY, {}), **self.identity(self._datamodule())}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse, before its weights are loaded, a checkpoint trained on something else than this run states,
+        unless ``checkpoint_overrides`` is set (the CLI's ``--checkpoint_wins`` rebuilt the model from it).
+        ``load_from_checkpoint`` (no trainer) builds the model from the checkpoint itself: nothing to compare."""
+        if self._trainer is None:
+            return
+        path = self.trainer.ckpt_path
+        differences = self.checkpoint_differences(saved_identity(checkpoint, path), self._datamodule(),
+                                                  self.trainer.state.fn)
+        if differences and self.checkpoint_overrides is None:
+            raise CheckpointMismatch(path, differences, "Use it with the configuration it was trained with (the "
+                                                        "config.yaml of its run).")
 
     # --- prediction ---------------------------------------------------------------------------------------
     def predict_landmarks(self, images: torch.Tensor) -> torch.Tensor:

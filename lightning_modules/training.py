@@ -6,14 +6,17 @@
 - :func:`load_initial_weights`: the weights of a checkpoint (a Lightning ``.ckpt`` or a plain state_dict),
   all of them or only named sub-modules (TAB's stage 2 starts from the stage-1 boundary estimator).
 - :func:`resolve_submodules`: named sub-modules, with an error listing what exists (frozen parts, ``init_modules``).
+- Checkpoint files and identity: :func:`read_checkpoint` (a missing, damaged or foreign file is one
+  :class:`CheckpointError` naming it), :func:`data_identity` / :func:`saved_identity` (what a checkpoint was
+  trained on: ``LandmarkModule.identity``) and :func:`identity_differences` (why a checkpoint does not fit a run).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -86,21 +89,107 @@ def resolve_submodules(model: nn.Module, names: Iterable[str], what: str) -> dic
     return found
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The state_dict in a Lightning checkpoint (``state_dict``) or a plain saved state_dict, read with
-    ``weights_only=True``; a missing, damaged or foreign file is one clear error naming it."""
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: missing, damaged, foreign, or trained on something other than what the
+    run states. The message names the file and what to do; the command-line entry points print it without a
+    traceback (``experiments.errors``)."""
+
+    def __init__(self, path: str | Path, message: str) -> None:
+        self.path = str(path)
+        super().__init__(message)
+
+
+class MissingCheckpoint(CheckpointError, FileNotFoundError):
+    """No file at a checkpoint path."""
+
+
+class CheckpointMismatch(CheckpointError):
+    """A checkpoint trained with other settings than the run states; ``differences``: field -> (checkpoint's
+    value, the run's value)."""
+
+    def __init__(self, path: str | Path, differences: Mapping[str, tuple[Any, Any]], remedy: str,
+                 limit: int = 12) -> None:
+        self.differences = dict(differences)
+        rows = [f"  {key}: checkpoint {saved!r}, this run {current!r}"
+                for key, (saved, current) in list(differences.items())[:limit]]
+        if len(differences) > limit:
+            rows.append(f"  ... and {len(differences) - limit} more")
+        super().__init__(path, "\n".join([f"{path}: the checkpoint was trained with other settings than this run "
+                                          f"states ({len(differences)} field(s)):", *rows, remedy]))
+
+
+def read_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, Any]:
+    """The content of a checkpoint file, read with ``weights_only=True`` (never unpickling code). A missing file,
+    a damaged one (truncated, not a torch file) or one that holds no dict is one :class:`CheckpointError` naming
+    ``what`` and the file, instead of torch's traceback."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"init_from: no checkpoint file {path}")
+        raise MissingCheckpoint(path, f"{what}: no checkpoint file {path}")
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many kinds for damaged or unsafe files
-        raise ValueError(f"init_from: cannot read {path} as a torch checkpoint ({type(error).__name__}: "
-                         f"{str(error).splitlines()[0] if str(error) else ''})") from error
-    state = content.get("state_dict", content) if isinstance(content, dict) else None
+        detail = (str(error).splitlines() or [""])[0].split(". ")[0][:160]  # torch's first sentence
+        raise CheckpointError(path, f"{what}: cannot read {path} as a torch checkpoint: damaged (truncated?) or "
+                                    f"not a checkpoint ({type(error).__name__}: {detail})") from error
+    if not isinstance(content, dict):
+        raise CheckpointError(path, f"{what}: {path} holds a {type(content).__name__}, not a checkpoint")
+    return content
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state_dict in a Lightning checkpoint (``state_dict``) or a plain saved state_dict, read with
+    ``weights_only=True``; a missing, damaged or foreign file is one clear error naming it."""
+    content = read_checkpoint(path, "init_from")
+    state = content.get("state_dict", content)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"init_from: {path} holds no state_dict (a Lightning checkpoint or a saved state_dict)")
+        raise CheckpointError(path, f"init_from: {path} holds no state_dict (a Lightning checkpoint or a saved "
+                                    "state_dict)")
     return state
+
+
+IDENTITY = "identity"  # the checkpoint entry LandmarkModule.on_save_checkpoint writes
+
+
+def data_identity(datamodule: Any, train_set: bool = True) -> dict[str, Any]:
+    """The data half of a checkpoint's identity: the datamodule class (``dataset``), the crop protocol, the image
+    normalisation and (``train_set``) the training split's name, face count and annotation options. The layout and
+    the input size are model hyper-parameters (linked to the datamodule's), so they are in the model half."""
+    identity = {"dataset": f"{type(datamodule).__module__}.{type(datamodule).__qualname__}",
+                "crop": asdict(datamodule.crop), "mean": [float(v) for v in datamodule.mean],
+                "std": [float(v) for v in datamodule.std]}
+    if train_set:
+        train = datamodule.source("train")
+        identity["train_set"] = {"name": train.name, "faces": len(train), "annotation": dict(train.protocol)}
+    return identity
+
+
+def saved_identity(checkpoint: Mapping[str, Any], path: str | Path) -> dict[str, Any]:
+    """What ``checkpoint`` says it was trained on: its ``identity``, or for a checkpoint written before
+    identities, its model hyper-parameters (layout and input size among them). A file that is no Lightning
+    checkpoint (a bare state_dict, another program's dict) is a :class:`CheckpointError`."""
+    if isinstance(checkpoint.get(IDENTITY), dict):
+        return dict(checkpoint[IDENTITY])
+    if not isinstance(checkpoint.get("state_dict"), dict):
+        raise CheckpointError(path, f"{path} is not a Lightning checkpoint (no 'state_dict' entry; it has "
+                                    f"{sorted(map(str, checkpoint))[:8]}): give a .ckpt written by a fit")
+    hparams = checkpoint.get("hyper_parameters")
+    return {"model": dict(hparams)} if isinstance(hparams, Mapping) else {}
+
+
+def identity_differences(saved: Mapping[str, Any], current: Mapping[str, Any],
+                         free: Iterable[str] = ()) -> dict[str, tuple[Any, Any]]:
+    """``{field: (saved value, current value)}`` for the dotted fields (``model.codec.stride``) both identities
+    state with different values; fields under a ``free`` prefix are not compared, nor are fields only one side
+    states (a checkpoint from an older version of the code, a run without a datamodule)."""
+    ours, theirs, free = _flatten(saved), _flatten(current), tuple(free)
+    return {key: (value, theirs[key]) for key, value in ours.items()
+            if key in theirs and value != theirs[key] and not any(key == f or key.startswith(f"{f}.") for f in free)}
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, Mapping) and value:
+        return {k: v for key, item in value.items() for k, v in _flatten(item, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: list(value) if isinstance(value, tuple) else value}
 
 
 def load_initial_weights(model: nn.Module, path: str | Path, modules: Sequence[str] | None = None) -> list[str]:

@@ -11,7 +11,7 @@ from leaderboard.store import load_predictions, load_records
 ROOT = Path(__file__).parents[1]
 
 
-def test_quick_demo_writes_records_table_and_plot(tmp_path, monkeypatch):
+def test_quick_demo_writes_records_table_and_plot(tmp_path, monkeypatch, capfd):
     from experiments.demo import main
 
     monkeypatch.chdir(tmp_path)
@@ -30,6 +30,17 @@ def test_quick_demo_writes_records_table_and_plot(tmp_path, monkeypatch):
     assert "mean shape" in table and "stacked hourglass" in table
     assert (tmp_path / "results" / "demo_ced.png").read_bytes()[:4] == b"\x89PNG"
     assert list((tmp_path / "runs").glob("**/config.yaml"))  # the resolved config is saved with the run
+    # The summary is the last lines: records, table, plot, the selected checkpoint and every log folder; wandb's
+    # run is finished before it (its closing lines come first, not after the summary).
+    lines = capfd.readouterr().out.rstrip().splitlines()
+    rule = "=" * 78
+    assert lines[-1] == rule
+    summary = dict(line.strip().split(": ", 1) for line in lines[len(lines) - lines[::-1].index(rule, 1):-1]
+                   if ": " in line)
+    assert summary["checkpoint"].split(" (")[0] == hourglass["checkpoint"]["path"]
+    logs = [line.split(": ", 1)[1] for line in lines if line.strip().startswith("logs: ")]
+    assert len(logs) == 3 and all(Path(p.split("  (")[0]).is_dir() for p in logs)  # 2 CSV folders, 1 wandb run
+    assert sys.modules["wandb"].run is None
 
 
 def test_quick_bench_prints_every_table():
