@@ -232,15 +232,16 @@ def fit(manifest: Manifest, experiment: Experiment, opts: RunOptions, seed_index
         say("    fit: none (an evaluation-only baseline)")
         return {"checkpoint": None, "monitor": None, "note": "evaluation-only baseline: nothing to fit"}
     run = run_dir(manifest, experiment, opts, seed_index)
-    marker = run / "fit.json"
-    if marker.is_file():
-        summary = json.loads(marker.read_text())
-        if Path(summary["checkpoint"]).is_file():
-            say(f"    fit: done earlier, selected checkpoint {summary['checkpoint']}")
-            return summary
+    marker, started = run / "fit.json", run / "training.json"
     link = stage1_link(manifest, experiment, opts, seed_index)
     args = compose_args(manifest, experiment, None, opts, "fit", seed_index, link)
     key = training_key(args, None if link is None else link["key"])
+    if marker.is_file():
+        summary = json.loads(marker.read_text())
+        check_unchanged("this finished training", summary.get("key"), key, marker)
+        if Path(summary["checkpoint"]).is_file():
+            say(f"    fit: done earlier, selected checkpoint {summary['checkpoint']}")
+            return summary
     for other in manifest.experiments:  # e.g. synthetic stand-ins of different datasets: one training serves all
         for index in range(other.seeds):
             done = run_dir(manifest, other, opts, index) / "fit.json"
@@ -257,6 +258,10 @@ def fit(manifest: Manifest, experiment: Experiment, opts: RunOptions, seed_index
     checkpoint.dirpath = str(run / "checkpoints")
     last = run / "checkpoints" / "last.ckpt"
     resume = str(last) if last.is_file() else None
+    if resume and started.is_file():  # an interrupted training resumes only under the same configuration
+        check_unchanged("this interrupted training", json.loads(started.read_text()).get("key"), key, started)
+    if cli.trainer.is_global_zero:
+        atomic_write_bytes(started, json.dumps({"key": key}).encode(), overwrite=True)
     say(f"    fit: {'resuming from ' + str(last) if resume else 'training'} ({opts.world_size} process(es))")
     start = time.perf_counter()
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=resume, weights_only=True)
@@ -274,6 +279,15 @@ def fit(manifest: Manifest, experiment: Experiment, opts: RunOptions, seed_index
         atomic_write_bytes(marker, json.dumps(summary, indent=2).encode(), overwrite=True)
     say(f"    fit: selected {selected} ({checkpoint.monitor} = {summary['score']})")
     return summary
+
+
+def check_unchanged(what: str, stored: str | None, key: str, where: Path) -> None:
+    """Refuse to reuse a training or a record made under another configuration (a silently stale number)."""
+    if stored is not None and stored != key:
+        raise ManifestError(f"{where}: {what} was made with another configuration (training key {stored}; the "
+                            f"manifest and options now give {key}): a config or override changed since. Move it "
+                            "(with its run folder and records) out of the way to redo it, or restore the "
+                            "configuration.")
 
 
 def training_key(args: list[str], stage1_key: str | None = None) -> str:
@@ -324,6 +338,14 @@ def run_experiment(manifest: Manifest, experiment: Experiment, opts: RunOptions)
             say(f"    seed {index + 1}/{experiment.seeds} "
                 f"(seed_everything={seed_tag(manifest, experiment, opts, index)['seed']})")
         done = finished_tests(manifest, experiment, opts, index)
+        stored = {(r.get("experiment") or {}).get("fit", {}).get("key") for r in done.values()} - {None}
+        if stored and experiment.fit:
+            link = stage1_link(manifest, experiment, opts, index)
+            key = training_key(compose_args(manifest, experiment, None, opts, "fit", index, link),
+                               None if link is None else link["key"])
+            for record in done.values():
+                check_unchanged("this record", (record.get("experiment") or {}).get("fit", {}).get("key"), key,
+                                Path(record["_path"]))
         written += [Path(r["_path"]) for r in done.values()]
         todo = [t for t in experiment.tests if t.name not in done]
         if not todo:

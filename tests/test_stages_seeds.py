@@ -125,3 +125,25 @@ def test_seeds_train_and_record_each_seed_and_resume_per_seed(tmp_path, monkeypa
     assert full.delta == pytest.approx(np.mean(per_seed["full"]) - full.reported)
     rendered = (folder / "tables" / "tables.md").read_text()
     assert "mean ± standard deviation (n - 1) over 2 seeds (of 2; seeds 0, 1)" in rendered
+
+
+def test_a_changed_configuration_never_reuses_an_old_training_or_record(tmp_path, monkeypatch):
+    """A record, a finished training and an interrupted one are each refused once the composed configuration
+    changes (here an extra override), instead of being reused as if they were the new experiment's."""
+    monkeypatch.chdir(tmp_path)
+    manifest = load_manifest(tiny_manifest(tmp_path))
+    opts = options(tmp_path, only=("hg-300w",))
+    assert runner.reproduce(manifest, opts) == 0
+    changed = options(tmp_path, only=("hg-300w",), overrides=("--model.init_args.foreground_weight=5.0",))
+    with pytest.raises(runner.ManifestError, match="this record was made with another configuration"):
+        runner.reproduce(manifest, changed)
+    for record in load_records(runner.results_dir(manifest, opts)):
+        Path(record["_path"]).unlink()  # the records go: the finished training is next in line
+    with pytest.raises(runner.ManifestError, match="this finished training was made with another configuration"):
+        runner.reproduce(manifest, changed)
+    run = runner.run_dir(manifest, manifest.experiment("hg-300w"), opts)
+    (run / "fit.json").unlink()  # as if interrupted: last.ckpt and training.json remain
+    assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "training.json").is_file()
+    with pytest.raises(runner.ManifestError, match="this interrupted training was made with another configuration"):
+        runner.reproduce(manifest, changed)
+    assert runner.reproduce(manifest, opts) == 0  # the original configuration resumes and tests again
