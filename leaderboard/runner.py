@@ -227,6 +227,7 @@ def fit(manifest: Manifest, experiment: Experiment, opts: RunOptions, seed_index
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     from experiments.cli import main as cli_main
+    from leaderboard.callback import EvaluationRecorder
 
     if not experiment.fit:
         say("    fit: none (an evaluation-only baseline)")
@@ -256,6 +257,9 @@ def fit(manifest: Manifest, experiment: Experiment, opts: RunOptions, seed_index
         raise ManifestError(f"experiment {experiment.name}: its config needs a ModelCheckpoint monitoring a "
                             "validation metric (the checkpoint is selected on the validation split)")
     checkpoint.dirpath = str(run / "checkpoints")
+    recorder = _callback(cli.trainer, EvaluationRecorder)
+    if recorder is not None:  # the checkpoints then say which row of the paper they train (their identity)
+        recorder.method = experiment.method
     last = run / "checkpoints" / "last.ckpt"
     resume = str(last) if last.is_file() else None
     if resume and started.is_file():  # an interrupted training resumes only under the same configuration
