@@ -6,6 +6,9 @@
    augment per epoch without the cache, and with the crop cache (epoch 1 fills it, epoch 2 reads it), with
    persistent workers.
 2. Heatmap target encoding per batch vs one training step of the demo hourglass.
+2b. Boundary-map rendering (``HeatmapCodec.boundary_maps``: WFLW's 15 boundaries, 300W's 13, with and without
+   the union) per batch of 16 at 64x64 vs one training step of the demo hourglass at 256 px (64x64 maps, 98
+   points), and the ratio (issue 15's goal: under 3 %).
 3. Metric computation for 10,000 images x 98 points (NMEMetric update + compute, functional AUC).
 4. One training step of the demo hourglass in fp32 vs bf16-mixed autocast, with and without channels_last.
 5. MHHN (``bench_mhhn.py``): batched SDT decoding vs a per-landmark numpy loop (speed ratio, max difference);
@@ -39,7 +42,7 @@ from datamodules.base import collate_faces, seed_worker  # noqa: E402
 from datamodules.synthetic import SyntheticFaceDataModule, SyntheticFaceSource  # noqa: E402
 from datamodules.w300 import W300DataModule  # noqa: E402
 from landmarks.heatmaps import HeatmapCodec, crop_to_heatmap, encode_gaussian  # noqa: E402
-from landmarks.layouts import WFLW_98  # noqa: E402
+from landmarks.layouts import W300_68, WFLW_98  # noqa: E402
 from landmarks.metrics import NMEMetric, auc, inter_ocular, per_image_nme  # noqa: E402
 from lightning_modules.hourglass import StackedHourglassModule  # noqa: E402
 
@@ -151,6 +154,29 @@ def bench_encoding(batch_size: int, input_size: int, repeats: int) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
+def bench_boundaries(batch_size: int, repeats: int, quick: bool) -> pd.DataFrame:
+    """Boundary targets are drawn inside the step on the model's device; this is their share of a CPU step.
+
+    The step is the demo hourglass built for 98 points at 256 px, so its maps are the 64x64 the boundaries are
+    drawn at (PropNet's and TAB's networks are far larger: their steps are longer, the share smaller). The
+    rendering cost does not depend on where the points lie (every pixel is measured against every segment), so
+    random points stand in for faces."""
+    torch.manual_seed(0)
+    model = StackedHourglassModule(layout="wflw_98", input_size=256, **DEMO_MODEL)
+    step = timed(training_step_fn(model, fake_batch(batch_size, 256, 98), False, False), 1 if quick else 3)
+    rows = []
+    for layout, union in ((WFLW_98, False), (WFLW_98, True), (W300_68, True)):
+        points = torch.rand(batch_size, layout.num_points, 2) * 255  # crop pixels
+        t = timed(lambda p=points, b=layout.boundaries, u=union: model.codec.boundary_maps(p, b, (64, 64), union=u),
+                  repeats * 4)
+        maps = len(layout.boundaries) + union
+        segments = sum(max(len(b.indices) - 1, 1) for b in layout.boundaries)
+        rows.append({"targets": f"{batch_size} x {maps} maps of 64x64 ({layout.num_points} points, {segments} "
+                                f"segments{', + union' if union else ''})",
+                     "render ms": t * 1e3, "train step ms (256 px)": step * 1e3, "render / step %": 100 * t / step})
+    return pd.DataFrame(rows)
+
+
 def bench_metrics(n: int, repeats: int) -> pd.DataFrame:
     g = torch.Generator().manual_seed(0)
     target = torch.rand(n, 98, 2, generator=g, dtype=torch.float64) * 256
@@ -208,6 +234,8 @@ def main(argv: list[str] | None = None) -> None:
          lambda: bench_files(48 if opts.quick else 160, input_size, batch_size)),
         ("Heatmap target encoding vs one training step (demo hourglass)",
          lambda: bench_encoding(batch_size, input_size, repeats)),
+        ("Boundary maps vs one training step (demo hourglass at 256 px: 64x64 maps, 98 points; goal < 3 %)",
+         lambda: bench_boundaries(batch_size, repeats, opts.quick)),
         ("Metric computation", lambda: bench_metrics(10_000, repeats)),
         ("Training step: fp32 vs bf16-mixed, channels_last (demo hourglass, CPU)",
          lambda: bench_precision(batch_size, input_size, repeats)),

@@ -4,11 +4,16 @@
   dilation of the target map exceeds 0.2, else 0.
 - :func:`weighted_heatmap_mse`: mean over pixels of ``(pred - target)^2 * (W * M + 1)``; W = 0 is the plain
   mean-squared error of Newell et al., W = 10 the weighting of AWing.
+- PropagationNet (paper 003): :func:`adaptive_wing` (eq. 1, per pixel), :func:`adaptive_wing_loss` (the sample-
+  weighted, optionally foreground-weighted reduction of eqs. 3-4), :func:`focal_factor` (eq. 2, per batch) and
+  :func:`focal_wing_loss` (eq. 5).
 - MHHN (paper 001): :func:`kl_divergence`, :func:`js_divergence` (eq. 2) between normalised maps,
   :func:`fine_detection_loss` (eq. 5) through the SDT fit, and their sum :func:`subpixel_detection_loss` (eq. 6).
 """
 
 from __future__ import annotations
+
+from typing import Any, Literal
 
 import torch
 from torch.nn import functional as F
@@ -28,10 +33,15 @@ def weighted_heatmap_mse(pred: torch.Tensor, target: torch.Tensor, foreground_we
     Sparse Gaussian targets make the plain MSE (weight 0) settle first on all-zero maps; weighting the pixels
     around each peak (AWing: 10) makes the peaks appear an order of magnitude sooner.
     """
-    squared = (pred - target).square()
+    return foreground_weighted((pred - target).square(), target, foreground_weight).mean()
+
+
+def foreground_weighted(loss: torch.Tensor, target: torch.Tensor, foreground_weight: float) -> torch.Tensor:
+    """Per-pixel ``loss * (foreground_weight * M + 1)`` (M: :func:`heatmap_weight_map` of ``target``); weight 0
+    returns ``loss`` itself. One place for AWing's weighting, shared by the MSE and the Adaptive Wing losses."""
     if foreground_weight:
-        squared = squared * (foreground_weight * heatmap_weight_map(target) + 1)
-    return squared.mean()
+        loss = loss * (foreground_weight * heatmap_weight_map(target) + 1)
+    return loss
 
 
 # --- MHHN's heatmap subpixel regression (paper 001 eqs. 1-6) ---------------------------------------------------
@@ -117,3 +127,107 @@ def subpixel_detection_loss(
 
 
 DIAGNOSTICS = ("fdl_active", "sdt_fallback", "peak_height")  # shares and medians: the last stack's, not summed
+
+
+# --- PropagationNet's Adaptive Wing and Focal Wing losses (paper 003 eqs. 1-5) ---------------------------------
+
+FocalReading = Literal["per_sample", "literal"]
+PixelReduction = Literal["mean", "sum"]
+
+
+def adaptive_wing(
+    pred: torch.Tensor, target: torch.Tensor, omega: float = 14.0, theta: float = 0.5, epsilon: float = 1.0,
+    alpha: float = 2.1,
+) -> torch.Tensor:
+    """Per-pixel Adaptive Wing loss (paper 003 eq. 1, IMPLEMENTATION_NOTES §0.7), same shape as the inputs.
+
+    With ``d = |y - ŷ|`` (y = ``target``): ``omega * ln(1 + (d / epsilon)^(alpha - y))`` for ``d < theta``, else
+    ``A * d - Omega``. The exponent ``alpha - y`` follows the target, so A and Omega are computed per pixel; they
+    make the loss and its slope continuous at ``d = theta``. Near a background pixel (y = 0, exponent 2.1) small
+    errors cost almost nothing, like the MSE; near a peak (y = 1, exponent 1.1) they cost nearly as much as L1, so
+    the foreground keeps a gradient that the MSE would let vanish; beyond theta the loss is L1 with slope A.
+    """
+    d = (target - pred).abs()
+    power = alpha - target
+    ratio = theta / epsilon
+    a = omega * power * ratio ** (power - 1) / (epsilon * (1 + ratio**power))
+    big_omega = theta * a - omega * torch.log1p(ratio**power)
+    return torch.where(d < theta, omega * torch.log1p((d / epsilon) ** power), a * d - big_omega)
+
+
+def adaptive_wing_loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    foreground_weight: float = 0.0,
+    pixels: PixelReduction = "mean",
+    omega: float = 14.0,
+    theta: float = 0.5,
+    epsilon: float = 1.0,
+    alpha: float = 2.1,
+) -> torch.Tensor:
+    """(N, K, h, w) maps → scalar ``(1/N) sum_n weights_n sum_k P(AWing ⊙ (foreground_weight * M + 1))`` (eqs. 3-4).
+
+    ``weights``: (N,) per-sample weights (:func:`focal_factor`); None is 1 for every sample, i.e. plain AWing.
+    ``foreground_weight``: AWing's weight map W (10 in AWing; 0, off, by default as PropNet does not mention it).
+    ``pixels``: P, the reduction over the h x w pixels of each map. The paper sums (``"sum"``); the default
+    ``"mean"`` divides that by the constant h * w (4,096 at 64²) so values do not depend on the map size. Landmark
+    and boundary terms share the same h * w, so the balance beta of eq. 5 is unchanged. Adam, the paper's
+    optimiser, is invariant to a constant loss scale (its step is m / sqrt(v)) apart from its epsilon (1e-8) and
+    weight decay, so lr 1e-4 stands; with SGD, multiply the learning rate by h * w to match the paper's sum.
+    """
+    if pixels not in ("mean", "sum"):
+        raise ValueError(f"pixels must be 'mean' or 'sum', got {pixels!r}")
+    loss = foreground_weighted(adaptive_wing(pred, target, omega, theta, epsilon, alpha), target, foreground_weight)
+    flat = loss.flatten(2)  # (N, K, h*w)
+    per_sample = (flat.mean(-1) if pixels == "mean" else flat.sum(-1)).sum(-1)  # (N,) sum over the K maps
+    if weights is not None:
+        per_sample = per_sample * weights.to(per_sample.dtype)
+    return per_sample.mean()
+
+
+def focal_factor(attributes: torch.Tensor, reading: FocalReading = "per_sample") -> torch.Tensor:
+    """(N, C) bool attributes of a batch (WFLW: pose, expression, illumination, make-up, occlusion, blur) → (N,)
+    sample weights ``sum_c sigma_n^(c)`` of eq. 3, with sigma from eq. 2 (N_c = samples with attribute c):
+
+    - ``"per_sample"`` (notes §4.3, the intended reading, default): ``sigma_n^(c) = N / N_c`` if sample n has
+      attribute c, else 1; a rare attribute raises the weight of the few samples that carry it.
+    - ``"literal"`` (eq. 2 as printed): ``sigma^(c) = N / N_c`` if N_c > 0, else 1, the same for every sample, so
+      it only rescales the whole batch's loss.
+
+    A batch where no sample has any attribute gets weight C for every sample (eq. 3 sums C ones), not 1. A dataset
+    without attributes (300W, COFW: the authors' labels are unreleased) has no classes to sum over; the notes
+    use plain AWing there (sigma ≡ 1), so pass ``weights=None`` to the losses instead of calling this. The
+    constant factor C between the two only rescales the loss (see :func:`adaptive_wing_loss` on Adam).
+    """
+    if attributes.ndim != 2 or attributes.shape[1] == 0:
+        raise ValueError(f"attributes must be (N, C) with C >= 1, got {tuple(attributes.shape)}; "
+                         "a dataset without attributes passes weights=None (plain AWing)")
+    if reading not in ("per_sample", "literal"):
+        raise ValueError(f"reading must be 'per_sample' or 'literal', got {reading!r}")
+    has = attributes.bool()
+    count = has.sum(0)  # (C,) N_c
+    sigma = torch.where(count > 0, has.shape[0] / count.clamp_min(1), 1.0)  # (C,) eq. 2 where N_c > 0
+    if reading == "literal":
+        return sigma.sum().expand(has.shape[0]).clone()
+    return torch.where(has, sigma, 1.0).sum(-1)  # (N,)
+
+
+def focal_wing_loss(
+    landmark_pred: torch.Tensor,
+    landmark_target: torch.Tensor,
+    boundary_pred: torch.Tensor,
+    boundary_target: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    beta: float = 0.5,
+    **options: Any,
+) -> dict[str, torch.Tensor]:
+    """Focal Wing (eq. 5) of one stack: ``L_lm + beta * L_bd`` (eqs. 3 and 4, :func:`adaptive_wing_loss` on the
+    (N, K, h, w) landmark and (N, M, h, w) boundary maps, both with the per-sample ``weights`` of
+    :func:`focal_factor`, None for plain AWing). ``options`` go to :func:`adaptive_wing_loss` (foreground_weight,
+    pixels, omega, theta, epsilon, alpha), its defaults being the one place of the paper's values. Returns "loss"
+    and its terms "landmark" and "boundary". Summing over the stacks is the module's job.
+    """
+    landmark = adaptive_wing_loss(landmark_pred, landmark_target, weights, **options)
+    boundary = adaptive_wing_loss(boundary_pred, boundary_target, weights, **options)
+    return {"loss": landmark + beta * boundary, "landmark": landmark, "boundary": boundary}

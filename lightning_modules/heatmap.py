@@ -15,6 +15,8 @@ passes store them in the evaluation record (``diagnostics``).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torchmetrics import Metric
@@ -86,8 +88,13 @@ class HeatmapModule(LandmarkModule):
         """(B, K, h, w) Gaussian targets shaped like ``maps``, encoded on their device."""
         return self.codec.encode(batch["landmarks"].to(maps.dtype), maps.shape[-2:])
 
-    def decode(self, outputs: list[torch.Tensor]) -> torch.Tensor:
-        maps = outputs[-1].float()
+    def landmark_maps(self, outputs: Any) -> list[torch.Tensor]:
+        """Every stack's (B, K, h, w) landmark maps in ``forward``'s outputs (a list of them by default; a module
+        whose stacks also output other maps, such as boundaries, says where its landmark maps are)."""
+        return outputs
+
+    def decode(self, outputs: Any) -> torch.Tensor:
+        maps = self.landmark_maps(outputs)[-1].float()
         if maps.shape[-1] * self.codec.stride != self.input_size:
             raise ValueError(f"maps of side {maps.shape[-1]} at stride {self.codec.stride} do not cover the "
                              f"{self.input_size}px input")
@@ -98,10 +105,10 @@ class HeatmapModule(LandmarkModule):
         gate); MHHN's ``fdl_gate`` sets it."""
         return None
 
-    def update_diagnostics(self, outputs: list[torch.Tensor], batch: dict, stage: str) -> None:
+    def update_diagnostics(self, outputs: Any, batch: dict, stage: str) -> None:
         if not (self.codec.is_sdt or self.sdt_diagnostics):
             return
-        maps = outputs[-1].float()
+        maps = self.landmark_maps(outputs)[-1].float()
         _, info = self.codec.sdt(maps)
         active = ~info.fallback
         gate = self.fdl_gate()

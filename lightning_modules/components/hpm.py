@@ -11,6 +11,8 @@ weights for ``HPMBlock(256, 256)``; 5.28 M parameters and 3.32 GMAC for a depth-
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -46,16 +48,23 @@ class HPMBlock(nn.Module):
         return torch.cat((a, b, c), dim=1) + self.shortcut(x)
 
 
+def stem_conv() -> nn.Module:
+    """FAN's first layer: a 7x7 stride-2 convolution, 3 → 64 channels."""
+    return nn.Conv2d(3, 64, 7, 2, 3)
+
+
 class FANStem(nn.Module):
     """FAN / AWing stem (§0.3): 7x7 stride-2 conv (3→64) → BN → ReLU → HPM(64, 128) → down → HPM(128, 128) →
-    HPM(128, C): (B, 3, S, S) → (B, C, S/4, S/4). ``down`` is FAN's 2x2 average pool, or PropNet's BlurPool."""
+    HPM(128, C): (B, 3, S, S) → (B, C, S/4, S/4). ``down`` is FAN's 2x2 average pool, or PropNet's BlurPool;
+    ``first`` builds the first convolution (AWing and PropNet: a CoordConv)."""
 
     stride = 4
 
-    def __init__(self, channels: int, down: ScaleFactory = avg_pool) -> None:
+    def __init__(self, channels: int, down: ScaleFactory = avg_pool,
+                 first: Callable[[], nn.Module] = stem_conv) -> None:
         super().__init__()
         self.layers = nn.Sequential(
-            nn.Conv2d(3, 64, 7, 2, 3), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+            first(), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
             HPMBlock(64, 128), down(128), HPMBlock(128, 128), HPMBlock(128, channels),
         )
 
