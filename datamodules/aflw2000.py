@@ -23,7 +23,8 @@ mean of the three bin NMEs, derived from the subset NMEs every evaluation record
 
 300W-LP: each ``.mat`` holds ``pt2d`` (2 x 68) among the 3DMM parameters. Parsing 61k files up front is too
 slow, so the source lists image + ``.mat`` pairs and reads ``pt2d`` when a face loads. The ``_Flip`` folders are
-left out by default: the shared augmentation already mirrors faces with the layout's re-indexing.
+left out by default: the shared augmentation already mirrors faces with the layout's re-indexing. COFW-68's
+crop protocol, built on a "given" box, asks the source for the landmark box as one (``given_box``).
 
 Coordinates of both are kept as in the files (0-based, as 3DDFA uses them), recorded as ``one_based: False``.
 """
@@ -39,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from datamodules.base import (
+    LANDMARK_BOX,
     FaceAnnotation,
     FaceLandmarkDataModule,
     FaceRecord,
@@ -59,6 +61,7 @@ from datamodules.files import (
     require_folder,
 )
 from datamodules.w300 import W300_CROP
+from landmarks.geometry import points_bbox
 from landmarks.layouts import W300_68
 
 AFLW2000_FOLDER = "AFLW2000"
@@ -178,12 +181,17 @@ class MatFace:
 
 
 class W300LPSource(FaceSource):
-    """300W-LP faces listed up front and parsed lazily (``records`` give the dataset checker their tags)."""
+    """300W-LP faces listed up front and parsed lazily (``records`` give the dataset checker their tags).
+
+    ``given_box``: hand each face its landmark box as the "given" box, computed when the face loads (the landmarks
+    are only read then), for crop protocols built on a published box, which 300W-LP has none of (COFW-68's).
+    """
 
     def __init__(self, name: str, records: list[MatFace], protocol: dict, expected_size: int,
-                 problems: Problems) -> None:
+                 problems: Problems, given_box: bool = False) -> None:
         self.name, self.layout, self.records, self.protocol = name, W300_68, records, protocol
         self.expected_size, self.expected_subsets, self.problems = expected_size, {}, problems
+        self.given_box = given_box
 
     def __len__(self) -> int:
         return len(self.records)
@@ -191,20 +199,27 @@ class W300LPSource(FaceSource):
     def image_id(self, index: int) -> str:
         return self.records[index].image_id
 
+    def _boxes(self, points: np.ndarray) -> dict[str, np.ndarray]:
+        return {"given": points_bbox(points)} if self.given_box else {}
+
     def load(self, index: int) -> RawFace:
         r = self.records[index]
         points = read_w300lp_mat(r.mat)
-        return RawFace(read_image(r.image), points, np.ones(len(points), bool), r.image_id, r.subsets)
+        return RawFace(read_image(r.image), points, np.ones(len(points), bool), r.image_id, r.subsets,
+                       self._boxes(points))
 
     def annotation(self, index: int) -> FaceAnnotation:
         r = self.records[index]
         points = read_w300lp_mat(r.mat)
-        return FaceAnnotation(points, np.ones(len(points), bool), r.image_id, image_size(r.image), r.subsets)
+        return FaceAnnotation(points, np.ones(len(points), bool), r.image_id, image_size(r.image), r.subsets,
+                              self._boxes(points))
 
 
 def w300lp_source(root: str | Path, include_flipped: bool = False, on_error: str = "raise",
-                  check_counts: bool = True) -> W300LPSource:
-    """The 300W-LP training faces of the four folders (and their ``_Flip`` twins with ``include_flipped``)."""
+                  check_counts: bool = True, given_box: bool = False) -> W300LPSource:
+    """The 300W-LP training faces of the four folders (and their ``_Flip`` twins with ``include_flipped``);
+    ``given_box``: their landmark box as the "given" box (:class:`W300LPSource`), recorded as
+    ``protocol["given_box"] = "landmarks"`` so that crops cached or checkpoints trained either way stay apart."""
     root, name = dataset_root(root, "300W-LP"), "300w-lp-train"
     problems = Problems(name, on_error)
     folders = [*W300LP_FOLDERS, *(f"{f}_Flip" for f in W300LP_FOLDERS if include_flipped)]
@@ -213,7 +228,9 @@ def w300lp_source(root: str | Path, include_flipped: bool = False, on_error: str
     expected = W300LP_SIZE * (2 if include_flipped else 1)
     check_count(problems, root, len(records) + len(problems.errors), expected, check_counts)
     protocol = {"include_flipped": include_flipped, "one_based": False}
-    return W300LPSource(name, records, protocol, expected, problems)
+    if given_box:
+        protocol["given_box"] = LANDMARK_BOX
+    return W300LPSource(name, records, protocol, expected, problems, given_box)
 
 
 def check_sources(root: str | Path, **options) -> dict[str, Callable[[], FaceSource]]:

@@ -25,13 +25,17 @@ class AugmentConfig:
     Attributes:
         affine_p: probability of the affine part.
         rotate: rotation drawn uniformly from [-rotate, rotate] degrees.
-        scale: zoom factor range (> 1 enlarges the face).
+        scale: zoom factor range (> 1 enlarges the face), one factor for both axes (the papers' "scaling";
+            albumentations would otherwise draw the x and y factors independently and stretch faces).
         translate: shift drawn uniformly from [-translate, translate] of the crop size, per axis.
         flip_p: probability of the layout-aware horizontal flip.
         dropout_p: probability of coarse dropout (1-``dropout_holes`` grey rectangles whose sides are
             ``dropout_size`` fractions of the crop).
         brightness_contrast_p, brightness, contrast: random brightness / contrast (fractions).
         blur_p, blur_limit: Gaussian or motion blur with kernel up to ``blur_limit`` pixels.
+        rotate_p: None (the rotation is part of the affine, applied with ``affine_p``), or a probability of its
+            own: the rotation is then a separate step before the scale / translation (TAB: rotation with p = 0.6,
+            scale always).
     """
 
     affine_p: float = 1.0
@@ -47,6 +51,7 @@ class AugmentConfig:
     contrast: float = 0.2
     blur_p: float = 0.1
     blur_limit: int = 5
+    rotate_p: float | None = None
 
 
 class LayoutHorizontalFlip(A.HorizontalFlip):
@@ -71,10 +76,13 @@ class LayoutHorizontalFlip(A.HorizontalFlip):
 def build_augmentation(config: AugmentConfig, layout: LandmarkLayout, seed: int | None = None) -> A.Compose:
     """The albumentations pipeline for ``config``; call it as ``pipe(image=..., keypoints=..., visible=...)``."""
     c = config
+    affine = {"interpolation": cv2.INTER_LINEAR, "border_mode": cv2.BORDER_CONSTANT, "fill": 0, "keep_ratio": True}
+    own_rotation = c.rotate_p is not None  # None: one affine step, as before (the same random stream)
     transforms = [
+        *([A.Affine(rotate=(-c.rotate, c.rotate), p=c.rotate_p, **affine)] if own_rotation else []),
         A.Affine(
-            rotate=(-c.rotate, c.rotate), scale=c.scale, translate_percent=(-c.translate, c.translate),
-            interpolation=cv2.INTER_LINEAR, border_mode=cv2.BORDER_CONSTANT, fill=0, p=c.affine_p,
+            rotate=(0.0, 0.0) if own_rotation else (-c.rotate, c.rotate), scale=c.scale,
+            translate_percent=(-c.translate, c.translate), p=c.affine_p, **affine,
         ),
         LayoutHorizontalFlip(layout.flip_permutation, p=c.flip_p),
         A.CoarseDropout(

@@ -21,10 +21,11 @@ COFW-68 annotation ``i`` belongs to the i-th image of the COFW test ``.mat``. It
 so ``one_based`` shifts them the same way: the cofw68-benchmark is MATLAB throughout and draws ``Points`` and
 the boxes (``rectangle('Position', bboxes(i, :))``) straight over ``imshow(IsT{i})``, whose pixel centres are
 1..W; the boxes come from 300W's 1-based detector protocol. COFW-68 is test-only: models train on 300W
-(``train_root``), whose faces have no published box, so their "given" box is their landmark box (recorded as
-``protocol["given_box"]``); COFW-68 test faces are cropped on the published box, whose sqrt(w * h) is also the
-"bbox" normaliser (TAB, GlomFace "NME_bbx"). The benchmark's own NME divides by the distance between the eye
-centres (means of points 36-41 and 42-47), which is the 68-point layout's "inter_pupil" normaliser.
+(``train_root``), or on 300W-LP with ``train_set="300w_lp"`` (TAB, Table 5), whose faces have no published box,
+so their "given" box is their landmark box (recorded as ``protocol["given_box"]``); COFW-68 test faces are
+cropped on the published box, whose sqrt(w * h) is also the "bbox" normaliser (TAB, GlomFace "NME_bbx"). The
+benchmark's own NME divides by the distance between the eye centres (means of points 36-41 and 42-47), which
+is the 68-point layout's "inter_pupil" normaliser.
 """
 
 from __future__ import annotations
@@ -33,11 +34,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import h5py
 import numpy as np
 import scipy.io
 
+from datamodules.aflw2000 import w300lp_source
 from datamodules.base import (
     CropProtocol,
     FaceLandmarkDataModule,
@@ -270,33 +273,61 @@ class COFWDataModule(FaceLandmarkDataModule):
         return cofw_source(self.root, split, **self._options())
 
 
+def _w300_train(dm: COFW68DataModule) -> FaceSource:
+    """300W's training faces (AFW + Helen train + LFPW train), parsed up front: their landmark box as "given"."""
+    source = w300_source(dm.train_root, {k: () for k in TRAIN_FOLDERS}, "300w-train", **dm._options())
+    for record in source.records:
+        record.boxes.setdefault("given", points_bbox(record.landmarks))
+    source.protocol["given_box"] = "landmarks"
+    return source
+
+
+def _w300lp_train(dm: COFW68DataModule) -> FaceSource:
+    """300W-LP's faces, parsed when they load: the source adds their landmark box as "given" then."""
+    return w300lp_source(dm.train_root, include_flipped=dm.include_flipped, on_error=dm.on_error,
+                         check_counts=dm.check_counts, given_box=True)
+
+
+# train_set -> the training faces (TAB's Table 5 trains on 300W-LP; the benchmark's protocol on 300W).
+TRAIN_SETS: dict[str, Callable[[COFW68DataModule], FaceSource]] = {"300w": _w300_train, "300w_lp": _w300lp_train}
+
+
 class COFW68DataModule(FaceLandmarkDataModule):
-    """COFW-68 (test only): train on 300W (AFW + Helen train + LFPW train), test on the 507 COFW-68 faces.
+    """COFW-68 (test only): train on 300W (AFW + Helen train + LFPW train) or 300W-LP, test on the 507 COFW-68
+    faces.
 
     Args:
         root: the COFW folder (with ``COFW68_Data/``).
-        train_root: the 300W folder the model trains on.
-        one_based: subtract 1 from the MATLAB and ``.pts`` coordinates.
+        train_root: the folder of the training set: 300W, or 300W-LP with ``train_set="300w_lp"``.
+        one_based: subtract 1 from the MATLAB and ``.pts`` coordinates (300W-LP's are 0-based already and kept).
+        train_set: "300w" (the benchmark's protocol) or "300w_lp" (TAB, Table 5: "pretrained on 300W-LP-2D").
+            The training split's name ("300w-train" / "300w-lp-train") says which, in checkpoints and records.
+        include_flipped: with "300w_lp", also train on its ``_Flip`` folders (off: the augmentation flips
+            already); 300W has none, so it is refused there.
         **kwargs: FaceLandmarkDataModule arguments. ``crop`` default: the "given" box enlarged 1.25x, and
-            sqrt(w * h) of the published box as the "bbox" normaliser (TAB, GlomFace); 300W training faces use
-            their landmark box as "given". ``primary_normalizer`` default: "inter_pupil", the benchmark's
-            eye-centre distance (TAB and GlomFace report "bbox" too; every normaliser is computed).
+            sqrt(w * h) of the published box as the "bbox" normaliser (TAB, GlomFace); training faces (300W,
+            300W-LP) have no published box and use their landmark box as "given". ``primary_normalizer`` default:
+            "inter_pupil", the benchmark's eye-centre distance (TAB and GlomFace report "bbox" too; every
+            normaliser is computed).
     """
 
     layout, default_crop, default_normalizer = W300_68, COFW68_CROP, "inter_pupil"
 
     def __init__(self, root: str, train_root: str, one_based: bool = True,
+                 train_set: Literal["300w", "300w_lp"] = "300w", include_flipped: bool = False,
                  primary_normalizer: str | None = default_normalizer, **kwargs) -> None:
+        if train_set not in TRAIN_SETS:
+            raise ValueError(f"train_set must be one of {sorted(TRAIN_SETS)}, got {train_set!r}")
+        if include_flipped and train_set != "300w_lp":
+            raise ValueError(f"include_flipped reads 300W-LP's _Flip folders: it needs train_set='300w_lp', "
+                             f"not {train_set!r}")
         super().__init__(primary_normalizer=primary_normalizer, **kwargs)
         self.root, self.train_root, self.one_based = root, train_root, one_based
+        self.train_set, self.include_flipped = train_set, include_flipped
 
     _options = COFWDataModule._options
 
     def build_source(self, split: str) -> FaceSource:
         if split != "train":
             return cofw68_source(self.root, **self._options())
-        source = w300_source(self.train_root, {k: () for k in TRAIN_FOLDERS}, "300w-train", **self._options())
-        for record in source.records:
-            record.boxes.setdefault("given", points_bbox(record.landmarks))
-        source.protocol["given_box"] = "landmarks"
-        return source
+        return TRAIN_SETS[self.train_set](self)

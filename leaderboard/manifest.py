@@ -45,11 +45,14 @@ Experiment fields: ``name`` (unique; names the run folder and the records), ``me
 tables), ``data`` / ``roots`` / ``tests`` (or ``dataset``, which gives all three), ``variant``, ``args`` (extra
 CLI overrides, both modes), ``synthetic_args`` (synthetic mode only), ``test_args`` (added to every test pass,
 never to the fit, so experiments differing only there share one training), ``fit`` (false: an evaluation-only
-baseline such as the mean shape, tested as built), ``seeds`` and ``init_from`` (below). A grid entry takes
-``variants`` and ``datasets`` (lists) and optionally ``args``, ``synthetic_args``, ``test_args``, ``fit``,
-``seeds``, ``init_from``; it expands dataset by dataset into experiments named ``<variant>-<dataset>``.
+baseline such as the mean shape, tested as built), ``test`` (false: trained only, a stage 1 whose checkpoint
+later experiments start from), ``config`` (extra LightningCLI configs after the data or synthetic configs, in both
+modes: TAB's stage 1 changes the model and what its checkpoints select on), ``seeds`` and ``init_from`` (below).
+A grid entry takes ``variants`` and ``datasets`` (lists) and optionally ``args``, ``synthetic_args``,
+``test_args``, ``fit``, ``test``, ``config``, ``seeds``, ``init_from``; it expands dataset by dataset into
+experiments named ``<variant>-<dataset>``.
 Arguments are concatenated dataset first, then variant, then the entry's own, so the most specific wins.
-A variant takes ``method``, ``args``, ``synthetic_args``, ``test_args`` and ``init_from``.
+A variant takes ``method``, ``args``, ``synthetic_args``, ``test_args``, ``init_from`` and ``config``.
 
 ``batch.total`` is the batch over all processes, as papers state it: the runner sets the per-process batch to
 ``total / (devices x nodes)`` (it must divide) so the learning rate stays the paper's. ``--total-batch`` picks
@@ -136,6 +139,7 @@ class VariantSpec:
     synthetic_args: tuple[str, ...] = ()
     test_args: tuple[str, ...] = ()
     init_from: InitFrom | None = None
+    config: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -151,10 +155,12 @@ class Experiment:
     # so experiments that differ only here share one training (the runner keys trainings by their fit arguments).
     test_args: tuple[str, ...] = ()
     fit: bool = True  # False: an evaluation-only baseline (e.g. the mean shape), tested as built
+    test: bool = True  # False: trained only (a stage 1 whose checkpoint later experiments start from)
     seeds: int = 1
     init_from: InitFrom | None = None
     dataset: str | None = None  # the `datasets` entry it came from
     variant: str | None = None  # the `variants` entry it came from
+    config: tuple[Path, ...] = ()  # extra LightningCLI configs, after the data (or synthetic) configs, both modes
 
 
 @dataclass(frozen=True)
@@ -214,8 +220,8 @@ def available_papers() -> list[str]:
 
 TEST_FIELDS = tuple(TestSpec.__dataclass_fields__)
 DATASET_FIELDS = ("data", "roots", "tests", *ARG_FIELDS)
-VARIANT_FIELDS = ("method", *ARG_FIELDS, "init_from")
-RUN_FIELDS = (*ARG_FIELDS, "fit", "seeds", "init_from")
+VARIANT_FIELDS = ("method", *ARG_FIELDS, "init_from", "config")
+RUN_FIELDS = (*ARG_FIELDS, "fit", "test", "seeds", "init_from", "config")
 EXPERIMENT_FIELDS = ("name", "method", "data", "roots", "tests", "dataset", "variant", *RUN_FIELDS)
 GRID_FIELDS = ("variants", "datasets", *RUN_FIELDS)
 TOP_FIELDS = ("paper", "title", "references", "config", "batch", "synthetic", "seeds", "datasets", "variants",
@@ -274,7 +280,7 @@ def _datasets(top: Fields, base: Path) -> dict[str, DatasetSpec]:
     return specs
 
 
-def _variants(top: Fields) -> dict[str, VariantSpec]:
+def _variants(top: Fields, base: Path) -> dict[str, VariantSpec]:
     raw = top.raw.get("variants") or {}
     if not isinstance(raw, dict):
         raise top.error("variants", "a mapping of variant names")
@@ -282,7 +288,7 @@ def _variants(top: Fields) -> dict[str, VariantSpec]:
     for name, entry in raw.items():
         f = Fields(entry or {}, f"{top.where}: variant '{name}'", VARIANT_FIELDS)
         specs[str(name)] = VariantSpec(name=str(name), method=f.text("method"), init_from=_init_from(f),
-                                       **{k: f.strings(k) for k in ARG_FIELDS})
+                                       config=f.files("config", base), **{k: f.strings(k) for k in ARG_FIELDS})
     return specs
 
 
@@ -311,9 +317,10 @@ def _experiment(f: Fields, name: str, dataset: DatasetSpec | None, variant: Vari
     return Experiment(
         name=name, method=method, data=dataset.data if dataset else f.files("data", base),
         tests=dataset.tests if dataset else _tests(f), roots=dataset.roots if dataset else f.names("roots"),
-        fit=f.flag("fit", True), seeds=f.count("seeds", seeds),
+        fit=f.flag("fit", True), test=f.flag("test", True), seeds=f.count("seeds", seeds),
         init_from=_init_from(f) or (variant.init_from if variant else None),
         dataset=dataset.name if dataset else None, variant=variant.name if variant else None,
+        config=(variant.config if variant else ()) + f.files("config", base),
         **{k: tuple(a for layer in layers for a in getattr(layer, k)) + f.strings(k) for k in ARG_FIELDS})
 
 
@@ -370,6 +377,8 @@ def _stages_first(experiments: tuple[Experiment, ...] | list[Experiment], where:
 def _check_stages(experiments: list[Experiment], where: str) -> None:
     by_name = {e.name: e for e in experiments}
     for e in experiments:
+        if not e.fit and not e.test:
+            raise ManifestError(f"{where}: experiment '{e.name}': fit: false and test: false leave nothing to run")
         if e.init_from is None:
             continue
         at = f"{where}: experiment '{e.name}': field 'init_from'"
@@ -386,11 +395,15 @@ def _check_stages(experiments: list[Experiment], where: str) -> None:
     _stages_first(experiments, where)
 
 
-def _tables(top: Fields, names: set[str]) -> tuple[TableSpec, ...]:
+def _tables(top: Fields, names: set[str], untested_names: tuple[str, ...] = ()) -> tuple[TableSpec, ...]:
     tables = []
     for i, entry in enumerate(items(top.raw.get("tables"), f"{top.where}: tables")):
         f = Fields(entry, f"{top.where}: tables[{i}]", ("table", "rows"), ("table", "rows"))
         rows = f.names("rows")
+        untested = sorted(set(rows.values()) & set(untested_names))
+        if untested:
+            raise ManifestError(f"{f.where} ({f.text('table')}) names experiments that are trained only (test: "
+                                f"false) and have no records: {untested}")
         unknown = sorted(set(rows.values()) - names)
         if unknown:
             raise ManifestError(f"{f.where} ({f.text('table')}) names unknown experiments {unknown}")
@@ -410,7 +423,7 @@ def load_manifest(paper: str | Path) -> Manifest:
         raise ManifestError(f"{path}: not valid YAML ({err})") from err
     top = Fields(raw, shown(path), TOP_FIELDS, ("paper", "references", "experiments"))
     base = path.parent
-    datasets, variants = _datasets(top, base), _variants(top)
+    datasets, variants = _datasets(top, base), _variants(top, base)
     experiments = _experiments(top, datasets, variants, base, top.count("seeds", 1))
     names = [e.name for e in experiments]
     if len(set(names)) != len(names):
@@ -418,8 +431,10 @@ def load_manifest(paper: str | Path) -> Manifest:
     _check_stages(experiments, top.where)
     batch = top.mapping("batch", "batch", ("total", "lr_scaling"))
     synthetic = top.mapping("synthetic", "synthetic", ("config",))
+    trained_only = tuple(e.name for e in experiments if not e.test)
     return Manifest(
         paper=top.text("paper"), title=top.text("title", top.text("paper")), references=top.text("references"),
         path=path, config=top.files("config", base), synthetic_config=synthetic.files("config", base),
-        experiments=tuple(experiments), tables=_tables(top, set(names)), total_batch=batch.count("total", None),
+        experiments=tuple(experiments), tables=_tables(top, set(names), trained_only),
+        total_batch=batch.count("total", None),
         lr_scaling=batch.choice("lr_scaling", ("none", "linear")), datasets=datasets, variants=variants)

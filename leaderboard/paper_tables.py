@@ -52,6 +52,11 @@ def load_references(path: Path = REFERENCES) -> pd.DataFrame:
     return pd.read_csv(path, keep_default_na=True)
 
 
+# Reference metrics a model computes in its test pass (``LandmarkModule.compute_diagnostics``), not from the
+# predicted landmarks: CSV metric -> the record's diagnostics key (``<key>`` for all faces, ``<key>/<subset>``).
+DIAGNOSTIC_METRICS = {"MSE_boundary_heatmap": "boundary_mse"}  # TAB Table 8 (``lightning_modules.tab``)
+
+
 @dataclass(frozen=True)
 class Quantity:
     """What a table cell measures: (dataset, subset, metric, threshold in %) in the CSV's words."""
@@ -145,6 +150,13 @@ class Reproduced:
     def _one(self, record: dict, spec: TestSpec, q: Quantity, subset: str | tuple[str, ...], normalization: str,
              unit: Unit | None) -> tuple[float, float | None] | None:
         """(value, std over images or None) of ``q`` from one record."""
+        if q.metric in DIAGNOSTIC_METRICS:  # computed by the model in its test pass, per subset (record diagnostics)
+            diagnostics = record.get("diagnostics") or {}
+            if not isinstance(subset, str):
+                return None
+            name = DIAGNOSTIC_METRICS[q.metric]
+            value = diagnostics.get(name if subset == FULL else f"{name}/{subset}")
+            return None if value is None else (float(value), None)
         if q.metric in ("params", "FLOPs"):
             cost = record.get("cost") or {}
             if not cost:
@@ -250,7 +262,7 @@ def _column_normalizations(matched: dict[Cell, pd.DataFrame]) -> dict[str, str]:
 def _decimals(cell: Cell) -> int:
     if cell.unit is not None:
         return cell.unit.decimals
-    return {"AUC": 4, "params": 3, "count": 0}.get(dict(cell.keys)["metric"], 2)
+    return {"AUC": 4, "params": 3, "count": 0, "MSE_boundary_heatmap": 6}.get(dict(cell.keys)["metric"], 2)
 
 
 def _fmt(value: float | None, std: float | None, digits: int, over_seeds: bool = False) -> str:

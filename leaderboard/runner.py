@@ -138,10 +138,10 @@ def compose_args(manifest: Manifest, experiment: Experiment, test: TestSpec | No
 
 
 def config_files(manifest: Manifest, experiment: Experiment, opts: RunOptions) -> tuple[Path, ...]:
-    """The paper's shared configs, then the experiment's data configs (or the synthetic stand-in)."""
-    if opts.data == "synthetic":
-        return (*manifest.config, *manifest.synthetic_config)
-    return (*manifest.config, *experiment.data)
+    """The paper's shared configs, the experiment's data configs (or the synthetic stand-in), then the experiment's
+    own configs (``config``: e.g. TAB's stage 1, which changes the model and what checkpoints select on)."""
+    data = manifest.synthetic_config if opts.data == "synthetic" else experiment.data
+    return (*manifest.config, *data, *experiment.config)
 
 
 def dataset_roots(experiment: Experiment, opts: RunOptions) -> dict[str, str]:
@@ -351,6 +351,10 @@ def run_experiment(manifest: Manifest, experiment: Experiment, opts: RunOptions)
                 check_unchanged("this record", (record.get("experiment") or {}).get("fit", {}).get("key"), key,
                                 Path(record["_path"]))
         written += [Path(r["_path"]) for r in done.values()]
+        if not experiment.test:  # a stage 1: its selected checkpoint is what later experiments start from
+            fitted = fit(manifest, experiment, opts, index)
+            say(f"    trained only (test: false): checkpoint {fitted['checkpoint']}")
+            continue
         todo = [t for t in experiment.tests if t.name not in done]
         if not todo:
             say(f"    done earlier: {len(done)} record(s)")
@@ -395,16 +399,35 @@ def reproduce(manifest: Manifest, opts: RunOptions) -> int:
     finish_wandb()  # wandb's closing lines before the summary, not after it
     if rank_zero_only.rank == 0:
         outputs = render_outputs(manifest, opts) if opts.render else {}
+        stages = trained_only(manifest, experiments_, opts)
         summary = {"paper": manifest.paper, "data": opts.data, "wall_seconds": round(wall, 1),
-                   "records": [str(p) for p in records], "outputs": {k: str(v) for k, v in outputs.items()},
+                   "records": [str(p) for p in records], "trained_only": stages,
+                   "outputs": {k: str(v) for k, v in outputs.items()},
                    "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
         folder = results_dir(manifest, opts)
         atomic_write_bytes(folder / "reproduce.json", json.dumps(summary, indent=2).encode(), overwrite=True)
         say(f"\n== {manifest.paper} ({opts.data}): {len(records)} record(s) in {wall:.0f} s")
+        for name, stage in stages.items():
+            say(f"   stage 1 {name}: {stage['checkpoint']} (sha256 {str(stage['sha256'])[:12]})")
         for name, path in {"records": folder / "records", "summary": folder / "reproduce.json", **outputs,
                            "runs": opts.workdir / manifest.paper / opts.data}.items():
             say(f"   {name:>12}: {path}")
     return 0
+
+
+def trained_only(manifest: Manifest, experiments_: list[Experiment], opts: RunOptions) -> dict[str, dict[str, Any]]:
+    """The selected checkpoints of the trained-only experiments (``test: false``, e.g. TAB's stage-1 boundary
+    estimators, which later experiments start from): name (``/seed-i``) -> checkpoint, SHA-256, selection score."""
+    out = {}
+    for experiment in (e for e in experiments_ if not e.test):
+        for index in range(experiment.seeds):
+            marker = run_dir(manifest, experiment, opts, index) / "fit.json"
+            if marker.is_file():
+                fitted = json.loads(marker.read_text())
+                name = experiment.name + (f"/seed-{index}" if experiment.seeds > 1 else "")
+                out[name] = {"checkpoint": fitted["checkpoint"], "sha256": sha256_file(fitted["checkpoint"]),
+                             "monitor": fitted.get("monitor"), "score": fitted.get("score")}
+    return out
 
 
 def render_outputs(manifest: Manifest, opts: RunOptions) -> dict[str, Path]:

@@ -88,3 +88,39 @@ def test_same_seed_same_stream_and_reseed_changes_it():
     np.testing.assert_array_equal(np.asarray(a(**kw)["keypoints"]), np.asarray(b(**kw)["keypoints"]))
     b.set_random_seed(4)
     assert not np.allclose(np.asarray(a(**kw)["keypoints"]), np.asarray(b(**kw)["keypoints"]))
+
+
+def _rotation_and_scale(before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
+    """The similarity taking ``before`` to ``after`` (least squares, complex form): rotation (deg), scale."""
+    a = (before - before.mean(0)) @ np.array([1, 1j])
+    b = (after - after.mean(0)) @ np.array([1, 1j])
+    z = (np.conj(a) @ b) / (np.conj(a) @ a)
+    return float(np.degrees(np.angle(z))), float(abs(z))
+
+
+def test_a_rotation_with_its_own_probability_leaves_the_scale_to_the_affine():
+    """``rotate_p`` (TAB: rotation with p = 0.6, scale always): with p = 0 no draw rotates while the scale still
+    varies; with p = 1 every draw rotates; None keeps the single affine step (and its random stream)."""
+    points = np.random.default_rng(0).uniform(30, 66, (68, 2))
+    image = np.zeros((SIZE, SIZE, 3), np.uint8)
+    base = dict(GEOMETRIC_ONLY, flip_p=0.0, translate=0.0, rotate=60.0, scale=(0.75, 1.25))
+    fits = {p: [_rotation_and_scale(points, run(AugmentConfig(**base, rotate_p=p), points, image, s)[1])
+                for s in range(12)] for p in (0.0, 1.0)}
+    assert all(abs(angle) < 1e-3 for angle, _ in fits[0.0])
+    assert np.ptp([scale for _, scale in fits[0.0]]) > 0.05
+    assert sum(abs(angle) > 3.0 for angle, _ in fits[1.0]) >= 10
+    assert len(build_augmentation(AugmentConfig(**base), W300_68).transforms) + 1 == \
+        len(build_augmentation(AugmentConfig(**base, rotate_p=0.6), W300_68).transforms)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_scaling_keeps_the_aspect_ratio(seed):
+    """One zoom factor for both axes: the transformed points are an exact similarity of the input (a stretch would
+    leave a residual)."""
+    points = np.random.default_rng(seed).uniform(30, 66, (68, 2))
+    config = AugmentConfig(**GEOMETRIC_ONLY, flip_p=0.0, rotate=30.0, scale=(0.7, 1.3), translate=0.05)
+    out = run(config, points, np.zeros((SIZE, SIZE, 3), np.uint8), seed)[1]
+    a = (points - points.mean(0)) @ np.array([1, 1j])
+    b = (out - out.mean(0)) @ np.array([1, 1j])
+    z = (np.conj(a) @ b) / (np.conj(a) @ a)
+    assert np.abs(b - z * a).max() < 1e-2

@@ -1,5 +1,6 @@
 """The leaderboard runner: manifests, resumable reproduce on synthetic data, paper tables, DDP = single process."""
 
+import json
 import os
 import socket
 import subprocess
@@ -66,6 +67,30 @@ def test_manifest_errors_are_clear(tmp_path):
         load_manifest("no-such-paper")
 
 
+def test_trained_only_stages_and_experiment_configs(tmp_path):
+    """``test: false`` (a stage 1) is trained but has no records, so no table may name it and it must fit;
+    ``config`` files come after the data or synthetic configs in both modes."""
+    path = tiny_manifest(tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    extra = tmp_path / "stage.yaml"
+    extra.write_text("model:\n  init_args:\n    channels: 32\n")
+    raw["experiments"][0] |= {"test": False, "config": [str(extra)]}
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ManifestError, match="trained only"):
+        load_manifest(path)
+    raw["tables"] = [t for t in raw["tables"] if "hg-300w" not in t["rows"].values()]
+    path.write_text(yaml.safe_dump(raw))
+    manifest = load_manifest(path)
+    stage1 = manifest.experiment("hg-300w")
+    assert not stage1.test and stage1.config == (extra.resolve(),)
+    for data in ("synthetic", "real"):
+        assert runner.config_files(manifest, stage1, options(tmp_path, data=data))[-1] == extra.resolve()
+    raw["experiments"][0]["fit"] = False
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ManifestError, match="nothing to run"):
+        load_manifest(path)
+
+
 def test_total_batch_is_split_over_processes(tmp_path):
     manifest = load_manifest(tiny_manifest(tmp_path))
     args, info = runner.batch_args(manifest, options(tmp_path, devices=4, nodes=2, total_batch=32))
@@ -89,15 +114,23 @@ def test_real_configs_compose_and_synthetic_ones_run(paper, tmp_path, monkeypatc
     synthetic stand-in runs a fast_dev_run fit and test."""
     monkeypatch.chdir(tmp_path)
     manifest = load_manifest(paper)
-    for experiment in manifest.experiments:
+    trained: dict[str, Path] = {}  # stage 1 -> its weights (fast_dev_run saves no checkpoint: a state_dict)
+    for experiment in manifest.run_order():  # stage 1 before the stages that start from it
         real = runner.compose_args(manifest, experiment, experiment.tests[0], options(tmp_path, data="real"), "fit")
         cli = cli_main(real, run=False)
         assert cli.datamodule.batch_size == manifest.total_batch
         small = runner.compose_args(manifest, experiment, experiment.tests[0], options(tmp_path), "fit")
         small += [*TINY, "--trainer.fast_dev_run=1"]
+        if experiment.init_from is not None:
+            small.append(f"--model.init_args.init_from={trained[experiment.init_from.experiment]}")
+            if experiment.init_from.modules is not None:
+                small.append(f"--model.init_args.init_modules={json.dumps(list(experiment.init_from.modules))}")
         cli = cli_main(small, run=False)
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-        cli.trainer.test(cli.model, datamodule=cli.datamodule)
+        trained[experiment.name] = tmp_path / f"{experiment.name}.pt"
+        torch.save(cli.model.state_dict(), trained[experiment.name])
+        if experiment.test:
+            cli.trainer.test(cli.model, datamodule=cli.datamodule)
 
 
 def test_synthetic_subset_schemes_tag_faces_by_their_rule():

@@ -96,8 +96,15 @@ class Hourglass(nn.Module):
         self.upsample = up(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lower = self.up(self.inner(self.down(self.pool(x))))  # (B, C, H/2, W/2)
-        return self.upper(x) + self.upsample(lower)
+        return self.levels(x)[-1]
+
+    def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The sum ``upper + upsample(lower)`` of every level, coarsest first: for depth 4 on (B, C, 64, 64),
+        (B, C, 8, 8), (B, C, 16, 16), (B, C, 32, 32) and the output (B, C, 64, 64) (TAB's multi-scale features)."""
+        pooled = self.down(self.pool(x))
+        inner = self.inner.levels(pooled) if isinstance(self.inner, Hourglass) else []
+        lower = self.up(inner[-1] if inner else self.inner(pooled))  # (B, C, H/2, W/2)
+        return [*inner, self.upper(x) + self.upsample(lower)]
 
 
 class NewellStem(nn.Module):
