@@ -1,4 +1,5 @@
-"""How the runner launches one LightningCLI run: the batch split over processes, the seed, loggers and names.
+"""How the runner launches one LightningCLI run: the batch split over processes, the seed, loggers and names, and
+the dataset check before a real-data run.
 
 Kept apart from ``leaderboard.runner`` (which walks a manifest) because these read only the run options and the
 configs: the per-process batch from the paper's total (and the learning rate under ``lr_scaling: linear``),
@@ -11,12 +12,14 @@ import datetime as dt
 import itertools
 import json
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from leaderboard.manifest import Manifest, ManifestError
+from leaderboard.manifest import Experiment, Manifest, ManifestError
 
 if TYPE_CHECKING:
     from leaderboard.runner import RunOptions
@@ -115,3 +118,25 @@ def new_invocation() -> None:
     """A new ``reproduce`` call in this process: its log folders get the next number."""
     base = os.environ.setdefault("FACE_BENCH_RUN_STAMP", _STAMP)
     _RUN["stamp"] = f"{base}-{next(_INVOCATIONS)}"
+
+
+def check_datasets(selected: list[Experiment], opts: RunOptions) -> list[str]:
+    """Run the dataset checker on every dataset the experiments need; the problems found (empty: all good)."""
+    from datamodules.check import check_dataset
+    from datamodules.registry import DATASETS, checked_as
+
+    problems, seen = [], set()
+    for experiment in selected:
+        needed = [*experiment.roots.values(), *(d for t in experiment.tests for d in t.roots.values())]
+        for dataset in map(checked_as, needed):  # COFW-68's files are checked as COFW's
+            if dataset in seen:
+                continue
+            seen.add(dataset)
+            root = DATASETS[dataset].root(opts.data_root)
+            if not root.is_dir():
+                problems.append(f"{dataset}: no folder {root}")
+                continue
+            out = sys.stdout if rank_zero_only.rank == 0 else open(os.devnull, "w")  # noqa: SIM115
+            if not check_dataset(dataset, root, decode=opts.check == "decode", out=out):
+                problems.append(f"{dataset}: incomplete or unreadable copy at {root} (report above)")
+    return problems

@@ -7,7 +7,8 @@ A manifest is YAML (read with ``yaml.safe_load``); paths in it are relative to i
     references: mhhn                  # paper key of the rows in leaderboard/references/paper_results.csv
     config: [model.yaml]              # LightningCLI configs shared by every experiment (model, trainer)
     batch: {total: 16, lr_scaling: none}   # the paper's total batch over all processes (see below)
-    synthetic: {config: [small.yaml]} # DATA=synthetic: replaces each experiment's data config(s)
+    synthetic: {config: [small.yaml]} # DATA=synthetic: replaces each experiment's data config(s); `seeds: N`
+                                      #   caps the trainings per experiment there
     seeds: 1                          # trainings per experiment (default 1; an experiment may say otherwise)
     datasets:                         # the benchmarks the experiments train and test on (or a file holding
       300w:                           #   this mapping, e.g. `datasets: ../mhhn/datasets.yaml`)
@@ -75,7 +76,7 @@ Every field is checked when the manifest loads; an error names the file, the exp
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,11 @@ class TestSpec:
     datasets: dict[str, str] = field(default_factory=dict)
     derived: dict[str, tuple[str, ...]] = field(default_factory=dict)
     normalizer: str | None = None
+    # Another benchmark's data configs and folders for this test pass (real data; the model trained on the
+    # experiment's): e.g. PWC's COFW-68 test of the 300W-trained model. Its crop and normalisation must be those
+    # of the training (the checkpoint identity refuses otherwise).
+    data: tuple[Path, ...] = ()
+    roots: dict[str, str] = field(default_factory=dict)
 
     def record_subset(self, dataset: str, subset: str) -> str | None:
         """The record subset behind a reference cell (dataset, subset), or None if this test does not fill it."""
@@ -183,6 +189,15 @@ class Manifest:
     lr_scaling: str = "none"
     datasets: dict[str, DatasetSpec] = field(default_factory=dict)
     variants: dict[str, VariantSpec] = field(default_factory=dict)
+    synthetic_seeds: int | None = None  # at most this many trainings per experiment on synthetic data
+
+    def for_data(self, data: str) -> Manifest:
+        """The manifest as run on ``data`` ("real" or "synthetic"): on synthetic faces every experiment trains at
+        most ``synthetic.seeds`` times (the seeds of a real run are its first ones)."""
+        if data != "synthetic" or self.synthetic_seeds is None:
+            return self
+        capped = tuple(replace(e, seeds=min(e.seeds, self.synthetic_seeds)) for e in self.experiments)
+        return replace(self, experiments=capped)
 
     def experiment(self, name: str) -> Experiment:
         for experiment in self.experiments:
@@ -239,7 +254,7 @@ def _init_from(f: Fields) -> InitFrom | None:
     return InitFrom(link.text("experiment"), link.strings("modules") if link.has("modules") else None)
 
 
-def _tests(fields: Fields) -> tuple[TestSpec, ...]:
+def _tests(fields: Fields, base: Path) -> tuple[TestSpec, ...]:
     tests = []
     for j, entry in enumerate(items(fields.raw.get("tests"), f"{fields.where}: field 'tests'")):
         test = Fields(entry, f"{fields.where}: tests[{j}]", TEST_FIELDS, ("name", "dataset"))
@@ -250,7 +265,7 @@ def _tests(fields: Fields) -> tuple[TestSpec, ...]:
             name=test.text("name"), dataset=test.text("dataset"), args=test.strings("args"),
             synthetic=test.text("synthetic", "attributes"), subsets=test.names("subsets"),
             datasets=test.names("datasets"), derived={str(k): derived.strings(k) for k in derived.raw},
-            normalizer=test.text("normalizer")))
+            normalizer=test.text("normalizer"), data=test.files("data", base), roots=test.names("roots")))
     if not tests:
         raise ManifestError(f"{fields.where}: no tests")
     if len({t.name for t in tests}) != len(tests):
@@ -276,7 +291,7 @@ def _datasets(top: Fields, base: Path) -> dict[str, DatasetSpec]:
     for name, entry in raw.items():
         f = Fields(entry, f"{where}: dataset '{name}'", DATASET_FIELDS, ("tests",))
         specs[str(name)] = DatasetSpec(name=str(name), data=f.files("data", base), roots=f.names("roots"),
-                                       tests=_tests(f), **{k: f.strings(k) for k in ARG_FIELDS})
+                                       tests=_tests(f, base), **{k: f.strings(k) for k in ARG_FIELDS})
     return specs
 
 
@@ -316,7 +331,7 @@ def _experiment(f: Fields, name: str, dataset: DatasetSpec | None, variant: Vari
     layers = [layer for layer in (dataset, variant) if layer is not None]
     return Experiment(
         name=name, method=method, data=dataset.data if dataset else f.files("data", base),
-        tests=dataset.tests if dataset else _tests(f), roots=dataset.roots if dataset else f.names("roots"),
+        tests=dataset.tests if dataset else _tests(f, base), roots=dataset.roots if dataset else f.names("roots"),
         fit=f.flag("fit", True), test=f.flag("test", True), seeds=f.count("seeds", seeds),
         init_from=_init_from(f) or (variant.init_from if variant else None),
         dataset=dataset.name if dataset else None, variant=variant.name if variant else None,
@@ -430,11 +445,12 @@ def load_manifest(paper: str | Path) -> Manifest:
         raise ManifestError(f"{top.where}: experiment names are not unique: {names}")
     _check_stages(experiments, top.where)
     batch = top.mapping("batch", "batch", ("total", "lr_scaling"))
-    synthetic = top.mapping("synthetic", "synthetic", ("config",))
+    synthetic = top.mapping("synthetic", "synthetic", ("config", "seeds"))
     trained_only = tuple(e.name for e in experiments if not e.test)
     return Manifest(
         paper=top.text("paper"), title=top.text("title", top.text("paper")), references=top.text("references"),
         path=path, config=top.files("config", base), synthetic_config=synthetic.files("config", base),
         experiments=tuple(experiments), tables=_tables(top, set(names), trained_only),
         total_batch=batch.count("total", None),
-        lr_scaling=batch.choice("lr_scaling", ("none", "linear")), datasets=datasets, variants=variants)
+        lr_scaling=batch.choice("lr_scaling", ("none", "linear")), datasets=datasets, variants=variants,
+        synthetic_seeds=synthetic.count("seeds", None))

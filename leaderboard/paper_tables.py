@@ -475,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = None
     if args.paper in available_papers():
         try:
-            manifest = load_manifest(args.paper)
+            manifest = load_manifest(args.paper).for_data(args.data)
         except ManifestError as error:
             print(f"paper-tables: {error}", file=sys.stderr)
             return 2

@@ -50,7 +50,15 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 import experiments  # noqa: F401  (environment defaults: offline wandb, no albumentations update check)
 from experiments.outputs import finish_wandb
-from leaderboard.launch import batch_args, config_lr, new_invocation, sync_bn, trainer_args, training_seed  # noqa: F401
+from leaderboard.launch import (  # noqa: F401  (re-exported: the runner's helpers)
+    batch_args,
+    check_datasets,
+    config_lr,
+    new_invocation,
+    sync_bn,
+    trainer_args,
+    training_seed,
+)
 from leaderboard.manifest import Experiment, Manifest, ManifestError, TestSpec, available_papers, load_manifest
 from leaderboard.store import RecordError, atomic_write_bytes, load_records, sha256_file
 
@@ -109,7 +117,7 @@ def compose_args(manifest: Manifest, experiment: Experiment, test: TestSpec | No
                  stage: str, seed_index: int = 0, init: dict[str, Any] | None = None) -> list[str]:
     """The LightningCLI arguments of one fit (``test=None``) or one test pass of training ``seed_index``; a fit
     that starts from a stage-1 checkpoint gets it from ``init`` (``stage1_link``)."""
-    configs = config_files(manifest, experiment, opts)
+    configs = config_files(manifest, experiment, opts, test)
     args = [arg for config in configs for arg in ("--config", str(config))]
     if opts.data == "synthetic":
         if not manifest.synthetic_config:
@@ -118,7 +126,7 @@ def compose_args(manifest: Manifest, experiment: Experiment, test: TestSpec | No
         if test is not None:
             args.append(f"--data.init_args.subsets={test.synthetic}")
     else:
-        args += [f"--data.init_args.{arg}={root}" for arg, root in dataset_roots(experiment, opts).items()]
+        args += [f"--data.init_args.{arg}={root}" for arg, root in dataset_roots(experiment, opts, test).items()]
         args += list(experiment.args)
         if test is not None:
             args += list(test.args)
@@ -137,19 +145,21 @@ def compose_args(manifest: Manifest, experiment: Experiment, test: TestSpec | No
     return [*args, *opts.overrides]
 
 
-def config_files(manifest: Manifest, experiment: Experiment, opts: RunOptions) -> tuple[Path, ...]:
+def config_files(manifest: Manifest, experiment: Experiment, opts: RunOptions,
+                 test: TestSpec | None = None) -> tuple[Path, ...]:
     """The paper's shared configs, the experiment's data configs (or the synthetic stand-in), then the experiment's
     own configs (``config``: e.g. TAB's stage 1, which changes the model and what checkpoints select on)."""
-    data = manifest.synthetic_config if opts.data == "synthetic" else experiment.data
+    data = manifest.synthetic_config if opts.data == "synthetic" else (test and test.data) or experiment.data
     return (*manifest.config, *data, *experiment.config)
 
 
-def dataset_roots(experiment: Experiment, opts: RunOptions) -> dict[str, str]:
-    """Datamodule argument -> the dataset's folder under the data root (``datamodules.registry.DATASETS``)."""
+def dataset_roots(experiment: Experiment, opts: RunOptions, test: TestSpec | None = None) -> dict[str, str]:
+    """Datamodule argument -> the dataset's folder under the data root (``datamodules.registry.DATASETS``): the
+    experiment's, or a test pass's own (a test on another benchmark's data)."""
     from datamodules.registry import DATASETS
 
     roots = {}
-    for arg, dataset in experiment.roots.items():
+    for arg, dataset in ((test and test.roots) or experiment.roots).items():
         if dataset not in DATASETS:
             raise ManifestError(f"experiment {experiment.name}: unknown dataset {dataset!r} in roots; "
                                 f"known: {sorted(DATASETS)}")
@@ -158,27 +168,6 @@ def dataset_roots(experiment: Experiment, opts: RunOptions) -> dict[str, str]:
 
 
 # --- one experiment ----------------------------------------------------------------------------------------
-
-
-def check_datasets(selected: list[Experiment], opts: RunOptions) -> list[str]:
-    """Run the dataset checker on every dataset the experiments need; the problems found (empty: all good)."""
-    from datamodules.check import check_dataset
-    from datamodules.registry import DATASETS, checked_as
-
-    problems, seen = [], set()
-    for experiment in selected:
-        for dataset in map(checked_as, experiment.roots.values()):  # COFW-68's files are checked as COFW's
-            if dataset in seen:
-                continue
-            seen.add(dataset)
-            root = DATASETS[dataset].root(opts.data_root)
-            if not root.is_dir():
-                problems.append(f"{dataset}: no folder {root}")
-                continue
-            out = sys.stdout if rank_zero_only.rank == 0 else open(os.devnull, "w")  # noqa: SIM115
-            if not check_dataset(dataset, root, decode=opts.check == "decode", out=out):
-                problems.append(f"{dataset}: incomplete or unreadable copy at {root} (report above)")
-    return problems
 
 
 def finished_tests(manifest: Manifest, experiment: Experiment, opts: RunOptions,
@@ -380,9 +369,13 @@ def reproduce(manifest: Manifest, opts: RunOptions) -> int:
     if unknown:
         raise ManifestError(f"unknown experiments {sorted(unknown)}; {manifest.path} has "
                             f"{[e.name for e in manifest.experiments]}")
+    capped, manifest = manifest, manifest.for_data(opts.data)  # fewer seeds on synthetic faces, if it says so
     experiments_ = manifest.run_order(opts.only)  # with the stage-1 experiments they start from, those first
     say(f"== reproduce {manifest.paper}: {manifest.title}\n   data: {opts.data}; {len(experiments_)} experiment(s); "
         f"{opts.devices} device(s) x {opts.nodes} node(s); results: {results_dir(manifest, opts)}")
+    if capped is not manifest:
+        say(f"   synthetic data: at most {manifest.synthetic_seeds} training(s) per experiment (the paper's protocol "
+            f"has up to {max(e.seeds for e in capped.experiments)})")
     if opts.data == "real" and opts.check != "none":
         problems = check_datasets(experiments_, opts)
         if problems:

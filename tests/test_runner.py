@@ -91,6 +91,29 @@ def test_trained_only_stages_and_experiment_configs(tmp_path):
         load_manifest(path)
 
 
+def test_a_test_pass_on_another_benchmarks_data(tmp_path):
+    """A test spec's ``data`` and ``roots`` replace the experiment's for that pass on real data (the model trained on
+    the experiment's); synthetic runs keep the synthetic stand-in; the checker covers the test's datasets too."""
+    path = tiny_manifest(tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    cofw68 = str(DATA / "cofw68.yaml")
+    raw["experiments"][0]["tests"].append({"name": "cofw68", "dataset": "COFW68", "synthetic": "none",
+                                           "data": [cofw68], "roots": {"root": "cofw68", "train_root": "300w"}})
+    path.write_text(yaml.safe_dump(raw))
+    manifest = load_manifest(path)
+    experiment = manifest.experiment("hg-300w")
+    spec = experiment.tests[1]
+    real = options(tmp_path, data="real", data_root=tmp_path / "data")
+    assert runner.config_files(manifest, experiment, real, spec)[1] == Path(cofw68).resolve()
+    assert runner.config_files(manifest, experiment, real, experiment.tests[0])[1] == (DATA / "300w.yaml").resolve()
+    assert runner.config_files(manifest, experiment, options(tmp_path), spec)[1:] == manifest.synthetic_config
+    assert runner.dataset_roots(experiment, real, spec) == {"root": str(tmp_path / "data" / "COFW"),
+                                                            "train_root": str(tmp_path / "data" / "300W")}
+    assert runner.dataset_roots(experiment, real) == {"root": str(tmp_path / "data" / "300W")}
+    problems = runner.check_datasets([experiment], real)
+    assert any(p.startswith("cofw") for p in problems) and any(p.startswith("300w") for p in problems)
+
+
 def test_total_batch_is_split_over_processes(tmp_path):
     manifest = load_manifest(tiny_manifest(tmp_path))
     args, info = runner.batch_args(manifest, options(tmp_path, devices=4, nodes=2, total_batch=32))
