@@ -15,6 +15,8 @@
    MCG block time and peak memory per image, SDPA vs the explicit N x N matrix, fp32 and bf16.
 6. Loader-fed training (``bench_feed.py``): time per training step of the demo hourglass fed by the synthetic
    loader / time per step on the same batches pre-loaded, with and without the in-memory faces.
+7. PWC (``bench_pwc.py``): one training step of the PWC detector at 224 px, fp32 vs bf16-mixed, with and without
+   channels_last; the share of pixel_labels + the PWC / hybrid loss in it; pixel_labels alone.
 
 Options: ``--quick`` runs fewer repetitions (for a smoke test).
 """
@@ -34,6 +36,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from bench_feed import bench_loader_feed  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 from bench_mhhn import bench_mcg, bench_sdt, bench_sdt_readings  # noqa: E402
+from bench_pwc import bench_pwc, section_title  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
@@ -247,6 +250,7 @@ def main(argv: list[str] | None = None) -> None:
          lambda: bench_mcg(opts.quick)),
         ("Loader-fed training step / step on pre-loaded batches (demo hourglass and data, 1 worker; goal <= 1.10)",
          lambda: bench_loader_feed(opts.quick)),
+        (section_title(opts.quick), lambda: bench_pwc(opts.quick)),
     ]
     for title, run in sections:
         print(f"\n## {title}\n")

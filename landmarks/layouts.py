@@ -16,6 +16,9 @@ import numpy as np
 import torch
 
 Points = torch.Tensor | np.ndarray
+# Named point sets a layout answers (``LandmarkLayout.point_set``): every point, or the eye-contour points (the
+# "12 eye anchors" of the 68-point layout that PWC's Figures 9, 10 and 14 score on their own).
+POINT_SETS = ("all", "eyes")
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class LandmarkLayout:
         pupil_groups: two groups of indices; each pupil is the mean of its group (a single index where the
             layout annotates the pupil, the six eye-contour points for 68-point faces).
         boundaries: facial boundary polylines (empty where no paper defines them).
+        eyes: the points on the two eye contours (not the pupils), for metrics over the eye region alone.
     """
 
     name: str
@@ -47,6 +51,7 @@ class LandmarkLayout:
     outer_eye_corners: tuple[int, int]
     pupil_groups: tuple[tuple[int, ...], tuple[int, ...]]
     boundaries: tuple[Boundary, ...] = field(default=())
+    eyes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         perm = self.flip_permutation
@@ -55,9 +60,19 @@ class LandmarkLayout:
         if any(perm[perm[k]] != k for k in range(self.num_points)):
             raise ValueError(f"{self.name}: flip_permutation is not an involution")
         used = [*self.outer_eye_corners, *self.pupil_groups[0], *self.pupil_groups[1]]
-        used += [i for b in self.boundaries for i in b.indices]
+        used += [i for b in self.boundaries for i in b.indices] + list(self.eyes)
         if any(not 0 <= i < self.num_points for i in used):
             raise ValueError(f"{self.name}: an index is outside 0..{self.num_points - 1}")
+
+    def point_set(self, name: str) -> tuple[int, ...]:
+        """The indices of the named point set of :data:`POINT_SETS` ("all" or "eyes"), so that callers name the
+        region they score and the layout says which points it is."""
+        if name not in POINT_SETS:
+            raise ValueError(f"unknown point set {name!r}; known: {list(POINT_SETS)}")
+        points = tuple(range(self.num_points)) if name == "all" else self.eyes
+        if not points:
+            raise ValueError(f"{self.name}: the layout names no {name!r} points")
+        return points
 
     def pupil_centres(self, points: Points) -> Points:
         """(..., K, 2) → (..., 2, 2): the two pupil centres (image-left first)."""
@@ -97,6 +112,7 @@ W300_68 = LandmarkLayout(
     ),
     outer_eye_corners=(36, 45),
     pupil_groups=(_r(36, 41), _r(42, 47)),
+    eyes=_r(36, 47),
     # 13 lines of the TAB utilities (IMPLEMENTATION_NOTES §4.2).
     boundaries=_lines(
         ("contour", _r(0, 16)),
@@ -127,6 +143,7 @@ WFLW_98 = LandmarkLayout(
     ),
     outer_eye_corners=(60, 72),
     pupil_groups=((96,), (97,)),
+    eyes=_r(60, 75),
     # 15 lines of TAB / PropNet Fig. 2 (IMPLEMENTATION_NOTES §4.2).
     boundaries=_lines(
         ("contour", _r(0, 32)),
@@ -156,6 +173,7 @@ COFW_29 = LandmarkLayout(
                       23, 22, 24, 25, 26, 27, 28),
     outer_eye_corners=(8, 9),
     pupil_groups=((16,), (17,)),
+    eyes=_r(8, 15),
 )
 
 # AFLW 19: brows 0-5, eyes 6-11 (outer corner, centre, inner corner per eye), nose 12-14, mouth 15-17,
@@ -167,6 +185,7 @@ AFLW_19 = LandmarkLayout(
     flip_permutation=(5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 6, 14, 13, 12, 17, 16, 15, 18),
     outer_eye_corners=(6, 11),
     pupil_groups=((7,), (10,)),
+    eyes=(6, 8, 9, 11),  # the eye corners (7 and 10 are the pupils)
 )
 
 LAYOUTS: dict[str, LandmarkLayout] = {layout.name: layout for layout in (W300_68, WFLW_98, COFW_29, AFLW_19)}

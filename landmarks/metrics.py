@@ -33,15 +33,20 @@ def _t(x: torch.Tensor | np.ndarray | Sequence[float]) -> torch.Tensor:
 
 
 def per_image_nme(
-    pred: torch.Tensor, target: torch.Tensor, norm: torch.Tensor, visible: torch.Tensor | None = None
+    pred: torch.Tensor, target: torch.Tensor, norm: torch.Tensor, visible: torch.Tensor | None = None,
+    points: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """(B, K, 2), (B, K, 2), (B,) → (B,) per-image NME as a fraction.
 
     With ``visible`` (B, K) bool, the mean runs over visible points only (COFW's visible-only protocol); an
-    image without a visible point gets NaN.
+    image without a visible point gets NaN. With ``points`` (indices into K, e.g. ``layout.point_set("eyes")``),
+    the mean runs over those points only (PWC's eye-anchor NMSE); the normaliser stays the whole face's.
     """
     pred, target, norm = _t(pred), _t(target), _t(norm)
     err = torch.linalg.vector_norm(pred - target, dim=-1)  # (B, K) pixel error per point
+    if points is not None:
+        err = err[..., list(points)]  # (B, P)
+        visible = None if visible is None else _t(visible)[..., list(points)]
     if visible is None:
         mean_err = err.mean(-1)
     else:

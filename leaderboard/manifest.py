@@ -41,6 +41,8 @@ A manifest is YAML (read with ``yaml.safe_load``); paths in it are relative to i
         tests: [{name: 300w-full, dataset: 300W, synthetic: 300w}]
     tables:
       - {table: Table I, rows: {HGs: hgs-300w}}   # reference method (as printed) -> experiment
+    figures:                          # ECDF figures after the tables (FigureSpec, leaderboard.figures)
+      - {figure: Figure 9, caption: ..., test: pwc-sets, rows: {Direct: direct-300w}, landmarks: [all, eyes]}
 
 Experiment fields: ``name`` (unique; names the run folder and the records), ``method`` (the row label in
 tables), ``data`` / ``roots`` / ``tests`` (or ``dataset``, which gives all three), ``variant``, ``args`` (extra
@@ -82,11 +84,11 @@ from typing import Any
 
 import yaml
 
+from landmarks.layouts import POINT_SETS
 from leaderboard.manifest_fields import Fields, ManifestError, is_scalar, items, shown
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 ARG_FIELDS = ("args", "synthetic_args", "test_args")
-
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,20 @@ class TableSpec:
 
 
 @dataclass(frozen=True)
+class FigureSpec:
+    """ECDF curves, one per ``rows`` entry (label -> experiment) on its test ``test``; a panel per point set of
+    ``landmarks`` (``POINT_SETS``) and, with ``split: occlusion``, per image group; x axis 0 - ``x_max``."""
+
+    figure: str
+    caption: str
+    test: str
+    rows: dict[str, str]
+    landmarks: tuple[str, ...] = ("all",)
+    split: str = "none"
+    x_max: float = 0.10
+
+
+@dataclass(frozen=True)
 class Manifest:
     paper: str
     title: str
@@ -190,6 +206,7 @@ class Manifest:
     datasets: dict[str, DatasetSpec] = field(default_factory=dict)
     variants: dict[str, VariantSpec] = field(default_factory=dict)
     synthetic_seeds: int | None = None  # at most this many trainings per experiment on synthetic data
+    figures: tuple[FigureSpec, ...] = ()
 
     def for_data(self, data: str) -> Manifest:
         """The manifest as run on ``data`` ("real" or "synthetic"): on synthetic faces every experiment trains at
@@ -240,7 +257,7 @@ RUN_FIELDS = (*ARG_FIELDS, "fit", "test", "seeds", "init_from", "config")
 EXPERIMENT_FIELDS = ("name", "method", "data", "roots", "tests", "dataset", "variant", *RUN_FIELDS)
 GRID_FIELDS = ("variants", "datasets", *RUN_FIELDS)
 TOP_FIELDS = ("paper", "title", "references", "config", "batch", "synthetic", "seeds", "datasets", "variants",
-              "experiments", "tables")
+              "experiments", "tables", "figures")
 
 
 def _init_from(f: Fields) -> InitFrom | None:
@@ -410,20 +427,47 @@ def _check_stages(experiments: list[Experiment], where: str) -> None:
     _stages_first(experiments, where)
 
 
+def _rows(f: Fields, label: str, names: set[str], untested_names: tuple[str, ...]) -> dict[str, str]:
+    """The ``rows`` of a table or figure entry, each naming an experiment that has records."""
+    rows = f.names("rows")
+    untested = sorted(set(rows.values()) & set(untested_names))
+    if untested:
+        raise ManifestError(f"{f.where} ({f.text(label)}) names experiments that are trained only (test: "
+                            f"false) and have no records: {untested}")
+    unknown = sorted(set(rows.values()) - names)
+    if unknown:
+        raise ManifestError(f"{f.where} ({f.text(label)}) names unknown experiments {unknown}")
+    return rows
+
+
 def _tables(top: Fields, names: set[str], untested_names: tuple[str, ...] = ()) -> tuple[TableSpec, ...]:
     tables = []
     for i, entry in enumerate(items(top.raw.get("tables"), f"{top.where}: tables")):
         f = Fields(entry, f"{top.where}: tables[{i}]", ("table", "rows"), ("table", "rows"))
-        rows = f.names("rows")
-        untested = sorted(set(rows.values()) & set(untested_names))
-        if untested:
-            raise ManifestError(f"{f.where} ({f.text('table')}) names experiments that are trained only (test: "
-                                f"false) and have no records: {untested}")
-        unknown = sorted(set(rows.values()) - names)
-        if unknown:
-            raise ManifestError(f"{f.where} ({f.text('table')}) names unknown experiments {unknown}")
-        tables.append(TableSpec(table=f.text("table"), rows=rows))
+        tables.append(TableSpec(table=f.text("table"), rows=_rows(f, "table", names, untested_names)))
     return tuple(tables)
+
+
+def _figures(top: Fields, experiments: list[Experiment], untested: tuple[str, ...]) -> tuple[FigureSpec, ...]:
+    """The ``figures`` block: every row an experiment with records whose tests include the figure's ``test``."""
+    by_name, figures = {e.name: e for e in experiments}, []
+    for i, entry in enumerate(items(top.raw.get("figures"), f"{top.where}: figures")):
+        f = Fields(entry, f"{top.where}: figures[{i}]", tuple(FigureSpec.__dataclass_fields__),
+                   ("figure", "test", "rows"))
+        rows, test = _rows(f, "figure", set(by_name), untested), f.text("test")
+        lacking = sorted(name for name in rows.values() if test not in [t.name for t in by_name[name].tests])
+        if lacking:
+            raise ManifestError(f"{f.where} ({f.text('figure')}): field 'test': {lacking} have no test {test!r}")
+        landmarks = f.strings("landmarks") or ("all",)
+        if not set(landmarks) <= set(POINT_SETS):
+            raise f.error("landmarks", f"a list of {list(POINT_SETS)}")
+        x_max = f.raw.get("x_max", 0.10)
+        if not isinstance(x_max, (int, float)) or isinstance(x_max, bool) or not 0 < x_max <= 1:
+            raise f.error("x_max", "a number in (0, 1] (an NME as a fraction)")
+        figures.append(FigureSpec(figure=f.text("figure"), caption=f.text("caption", ""), test=test, rows=rows,
+                                  landmarks=landmarks, split=f.choice("split", ("none", "occlusion")),
+                                  x_max=float(x_max)))
+    return tuple(figures)
 
 
 def load_manifest(paper: str | Path) -> Manifest:
@@ -453,4 +497,4 @@ def load_manifest(paper: str | Path) -> Manifest:
         experiments=tuple(experiments), tables=_tables(top, set(names), trained_only),
         total_batch=batch.count("total", None),
         lr_scaling=batch.choice("lr_scaling", ("none", "linear")), datasets=datasets, variants=variants,
-        synthetic_seeds=synthetic.count("seeds", None))
+        synthetic_seeds=synthetic.count("seeds", None), figures=_figures(top, experiments, trained_only))

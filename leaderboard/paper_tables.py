@@ -30,6 +30,7 @@ import pandas as pd
 
 from landmarks.metrics import FULL
 from leaderboard.document import Document, Section, Table, slug, write_document
+from leaderboard.figures import figure_sections
 from leaderboard.layouts import Cell, TableLayout, Unit, load_layouts
 from leaderboard.manifest import Experiment, Manifest, ManifestError, TestSpec, available_papers, load_manifest
 from leaderboard.scoring import rescore
@@ -448,19 +449,21 @@ def paper_sections(paper: str, manifest: Manifest | None = None, results: Path |
 
 def paper_document(paper: str, manifest: Manifest | None = None, results: Path | None = None,
                    synthetic: bool = False, references: pd.DataFrame | None = None,
-                   tables: Sequence[str] | None = None,
-                   command: str = "python -m leaderboard paper-tables") -> Document:
-    """The document of :func:`paper_sections`, titled and marked SYNTHETIC DATA where it is."""
+                   tables: Sequence[str] | None = None, command: str = "python -m leaderboard paper-tables",
+                   out_dir: Path | None = None) -> Document:
+    """The document of :func:`paper_sections`, titled and marked SYNTHETIC DATA where it is; then, with records
+    and an ``out_dir`` for their PNGs, the manifest's figures (``leaderboard.figures``)."""
     title = f"{manifest.title if manifest else paper.upper()}: paper tables" + (" (SYNTHETIC DATA)" if synthetic
                                                                                 else "")
-    return Document(title, paper_sections(paper, manifest, results, synthetic, references, tables), command=command,
+    sections = paper_sections(paper, manifest, results, synthetic, references, tables)
+    return Document(title, sections + figure_sections(manifest, results, out_dir, synthetic), command=command,
                     warning=SYNTHETIC_WARNING if synthetic else None)
 
 
 def write_paper_tables(paper: str, out_dir: Path, manifest: Manifest | None = None, results: Path | None = None,
                        synthetic: bool = False) -> dict[str, Path]:
-    """``out_dir/tables.{md,tex,html}`` of every table of ``paper``."""
-    return write_document(paper_document(paper, manifest, results, synthetic), Path(out_dir), "tables")
+    """``out_dir/tables.{md,tex,html}`` of every table of ``paper``, then its figures (PNGs under figures/)."""
+    return write_document(paper_document(paper, manifest, results, synthetic, out_dir=out_dir), Path(out_dir), "tables")
 
 
 def main(argv: list[str] | None = None) -> int:

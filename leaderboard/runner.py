@@ -385,8 +385,9 @@ def reproduce(manifest: Manifest, opts: RunOptions) -> int:
             return 1
     records: list[Path] = []
     for i, experiment in enumerate(experiments_, 1):
-        say(f"\n[{i}/{len(experiments_)}] {experiment.name}: {experiment.method}, "
-            f"tests {[t.name for t in experiment.tests]} ({time.perf_counter() - start:.0f} s elapsed)")
+        tests = f"tests {[t.name for t in experiment.tests]}" if experiment.test else "trained only"
+        say(f"\n[{i}/{len(experiments_)}] {experiment.name}: {experiment.method}, {tests} "
+            f"({time.perf_counter() - start:.0f} s elapsed)")
         records += run_experiment(manifest, experiment, opts)
     wall = time.perf_counter() - start
     finish_wandb()  # wandb's closing lines before the summary, not after it
@@ -425,15 +426,17 @@ def trained_only(manifest: Manifest, experiments_: list[Experiment], opts: RunOp
 
 def render_outputs(manifest: Manifest, opts: RunOptions) -> dict[str, Path]:
     """The paper's tables the manifest fills (tables.md / .tex / .html, ``leaderboard.paper_tables``) and one
-    report page: those tables, then the per-dataset leaderboards with statistics, cost and CED plots."""
+    report page: those tables and figures, then the per-dataset leaderboards with statistics, cost and CED plots."""
     from leaderboard.document import write_document
+    from leaderboard.figures import copy_figures
     from leaderboard.paper_tables import paper_document
     from leaderboard.render import render_leaderboards
 
     folder = results_dir(manifest, opts)
-    tables = paper_document(manifest.references, manifest, folder, opts.data == "synthetic",
-                            tables=[spec.table for spec in manifest.tables], command="python -m leaderboard reproduce")
+    tables = paper_document(manifest.references, manifest, folder, opts.data == "synthetic", tables=[
+        spec.table for spec in manifest.tables], command="python -m leaderboard reproduce", out_dir=folder / "tables")
     outputs = write_document(tables, folder / "tables", "tables")
+    copy_figures(tables.sections, folder / "tables", folder / "report")  # the report repeats these sections
     boards = render_leaderboards([folder], folder / "report", title=f"{manifest.title} ({opts.data} data)",
                                  before=tables.sections)
     return {f"tables {kind}": path for kind, path in outputs.items()} | \

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
@@ -20,8 +22,9 @@ def subset_rows(predictions: dict[str, np.ndarray], subset: str) -> np.ndarray:
 
 
 def rescore_nme(predictions: dict[str, np.ndarray], normalizer: str, subset: str = FULL,
-                visible_only: bool = False) -> np.ndarray:
-    """Per-image NME (fractions) recomputed from original-image predictions, ground truth and normalisers."""
+                visible_only: bool = False, points: Sequence[int] | None = None) -> np.ndarray:
+    """Per-image NME (fractions) recomputed from original-image predictions, ground truth and normalisers (over
+    the landmarks ``points`` only, when given)."""
     names = [str(s) for s in predictions["normalizers"]]
     if normalizer not in names:
         raise KeyError(f"unknown normaliser {normalizer!r}; the predictions have {names}")
@@ -29,7 +32,7 @@ def rescore_nme(predictions: dict[str, np.ndarray], normalizer: str, subset: str
     pred, target = torch.from_numpy(predictions["pred"][rows]), torch.from_numpy(predictions["target"][rows])
     norm = torch.from_numpy(predictions["norm"][rows, names.index(normalizer)])
     visible = torch.from_numpy(predictions["visible"][rows]) if visible_only else None
-    return per_image_nme(pred, target, norm, visible).numpy()
+    return per_image_nme(pred, target, norm, visible, points).numpy()
 
 
 def rescore(predictions: dict[str, np.ndarray], normalizer: str, subset: str = FULL,

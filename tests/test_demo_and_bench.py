@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+import torch
+
 from leaderboard.store import load_predictions, load_records
 
 ROOT = Path(__file__).parents[1]
@@ -48,5 +52,92 @@ def test_quick_bench_prints_every_table():
                          text=True, timeout=600, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
     for title in ("Synthetic data pipeline", "Heatmap target encoding", "Metric computation", "bf16-mixed",
-                  "MHHN SDT decoding", "MHHN MCG block", "Loader-fed training step"):
+                  "MHHN SDT decoding", "MHHN MCG block", "Loader-fed training step", "PWC training step"):
         assert title in out.stdout
+
+
+@pytest.fixture
+def bench_pwc(monkeypatch):
+    """``benchmarks/bench_pwc.py`` as a module (benchmarks/ is a folder of scripts, not a package)."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_pwc
+
+    return bench_pwc
+
+
+def test_pwc_bench_table_at_tiny_sizes(bench_pwc):
+    """The PWC section at 32 px, width 2, batch 2: every row, each ratio re-derived by hand from the ms column
+    (a hybrid step is the PWC step with its loss swapped: share = h / (step - p + h))."""
+    rows = bench_pwc.bench_pwc(quick=True, batch_size=2, width=2, input_size=32).to_dict("records")
+    assert len(rows) == 9 and all(r["ms"] > 0 for r in rows)
+    steps = {(r["measured"].removeprefix("training step, "), r["channels_last"]): r for r in rows
+             if r["measured"].startswith("training step")}
+    assert set(steps) == {(p, c) for p in ("fp32", "bf16-mixed") for c in (False, True)}
+    fp32 = steps["fp32", False]["ms"]
+    for r in steps.values():
+        assert r["speed-up vs fp32"] == pytest.approx(fp32 / r["ms"])
+    losses = [r for r in rows if "fwd + bwd" in r["measured"]]
+    pwc = {r["channels_last"]: r["ms"] for r in losses if "pwc_loss" in r["measured"]}
+    assert len(losses) == 4 and set(pwc) == {False, True}
+    for r in losses:
+        p, h = pwc[r["channels_last"]], r["ms"]
+        for precision in ("fp32", "bf16-mixed"):
+            step = steps[precision, r["channels_last"]]["ms"]
+            assert r[f"% of {precision} step"] == pytest.approx(100 * h / (step - p + h))
+    labels = rows[-1]
+    assert labels["measured"].startswith("pixel_labels alone") and labels["channels_last"] is None
+    assert labels["% of fp32 step"] == pytest.approx(100 * labels["ms"] / fp32)
+    assert labels["speed-up vs fp32"] is None  # a blank cell, not "nan"
+
+
+def test_pwc_bench_loss_reaches_the_logits_with_eq2_gradient(bench_pwc):
+    """What the loss rows time is forward and backward to the logits: the gradient of the mean cross-entropy is
+    (softmax - one-hot) / (B H W), with the one-hot built here by a loop over rounded points."""
+    g = torch.Generator().manual_seed(1)
+    b, k, size = 2, 5, 8
+    points = torch.stack([torch.randperm(size * size, generator=g)[:k] for _ in range(b)])  # distinct pixels
+    points = torch.stack([points % size, points // size], -1).double() + 0.3  # (x, y), rounds down
+    logits = torch.randn(b, k + 1, size, size, generator=g, dtype=torch.float64, requires_grad=True)
+    bench_pwc.loss_fn(bench_pwc.LOSSES["pwc_loss"], logits, points)()
+    one_hot = np.zeros((b, k + 1, size, size))
+    one_hot[:, 0] = 1
+    for i in range(b):
+        for j in range(k):
+            x, y = (int(v) for v in points[i, j].round())
+            one_hot[i, :, y, x] = 0
+            one_hot[i, j + 1, y, x] = 1
+    expected = (torch.softmax(logits.detach(), 1).numpy() - one_hot) / (b * size * size)
+    np.testing.assert_allclose(logits.grad.numpy(), expected, atol=1e-12)
+
+
+def test_pwc_bench_step_trains_in_the_modules_memory_order(bench_pwc):
+    """One bf16-mixed, channels_last step: weights stay NHWC (the module's switch, via ``configure_model``),
+    backward reaches every parameter, and Adam moves each one with a non-zero gradient (a conv bias before a
+    BatchNorm has none: the normalisation removes it)."""
+    model = bench_pwc.PWCModule(approach="pwc", width=2, layout="300w_68", input_size=32, channels_last=True)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    batch = {"image": torch.rand(2, 3, 32, 32), "landmarks": torch.rand(2, 68, 2) * 31}
+    bench_pwc.pwc_step_fn(model, batch, autocast=True)()
+    conv = model.net.backbone.stages[1][0][0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert all(p.grad is not None for p in model.parameters())
+    moved = {n: not torch.equal(p, before[n]) for n, p in model.named_parameters()}
+    assert all(moved[n] for n, p in model.named_parameters() if p.grad.abs().max() > 0)
+    assert sum(moved.values()) > len(moved) // 2
+
+
+def test_interleaved_medians_runs_in_turns(bench_pwc):
+    """Warm-ups first, then rounds of one call each in turn; the median of each function's own timed calls (a
+    scripted clock: each call advances it by its scripted duration)."""
+    clock, calls = [0.0], []
+    durations = {"a": iter([9.0, 3.0, 1.0, 2.0]), "b": iter([9.0, 5.0, 5.0, 4.0])}  # warm-up first
+
+    def call(name: str):
+        def fn() -> None:
+            calls.append(name)
+            clock[0] += next(durations[name])
+        return fn
+
+    medians = bench_pwc.interleaved_medians({n: call(n) for n in durations}, 3, clock=lambda: clock[0])
+    assert calls == ["a", "b"] * 4
+    assert medians == {"a": 2.0, "b": 5.0}

@@ -150,3 +150,29 @@ def test_validation_loss_is_the_training_loss_on_validation_faces():
         model.update_diagnostics(outputs, b, "val")
     assert model.compute_diagnostics("val")["loss"] == pytest.approx(float(expected))
     assert model.compute_diagnostics("test") == {}
+
+
+def test_the_cofw68_pass_tests_the_300w_trained_model_under_its_own_identity(tmp_path):
+    """PWC evaluates its 300W-trained models on COFW-68 through another datamodule (the manifest's test ``data``):
+    the crop, normalisation and training set it states must equal the training run's, or the checkpoint would be
+    refused (``LandmarkModule.checkpoint_differences``)."""
+    from dataset_files import cofw68_folder
+    from runner_fixtures import options
+
+    from experiments.cli import main as cli_main
+    from leaderboard import runner
+    from leaderboard.manifest import load_manifest
+    from lightning_modules.training import data_identity, identity_differences
+
+    cofw68_folder(tmp_path / "COFW", tmp_path / "300W")
+    manifest = load_manifest("pwc")
+    experiment = manifest.experiment("pwc-300w")
+    opts = options(tmp_path, data="real", data_root=tmp_path)
+    small = ["--data.init_args.check_counts=false", "--data.init_args.val_size=0", "--data.init_args.num_workers=0"]
+    fit = cli_main(runner.compose_args(manifest, experiment, None, opts, "fit") + small, run=False)
+    spec = experiment.tests[1]
+    test = cli_main(runner.compose_args(manifest, experiment, spec, opts, "test-cofw68") + small, run=False)
+    assert type(test.datamodule).__name__ == "COFW68DataModule" and type(fit.datamodule).__name__ == "W300DataModule"
+    trained, tested = ({"data": data_identity(cli.datamodule)} for cli in (fit, test))
+    differences = identity_differences(trained, tested, free=("data.dataset", "data.train_set.annotation"))
+    assert differences == {}
