@@ -30,7 +30,7 @@ def tiny_manifest(tmp_path: Path, extra_args: list[str] = (), experiments: list[
         e["synthetic_args"] = [*TINY, *extra_args]
     manifest = {"paper": "tiny", "title": "Tiny", "references": "tab", "batch": {"total": 16},
                 "config": [str(HOURGLASS / "model.yaml")],
-                "synthetic": {"config": [str(HOURGLASS / "synthetic_small.yaml")]},
+                "synthetic": {"config": [str(DATA / "synthetic_small.yaml"), str(HOURGLASS / "synthetic_small.yaml")]},
                 "experiments": experiments,
                 "tables": [{"table": "Table 2", "rows": {"HRNet": "hg-300w"}},
                            {"table": "Table 7", "rows": {"3DDFA": "hg-aflw2000"}}]}

@@ -27,7 +27,9 @@ from lightning_modules.training import (
 ROOT = Path(__file__).resolve().parents[1]
 HOURGLASS = ROOT / "experiments" / "hourglass"
 # The reproduce stand-in (1 stack, 64 px) and the demo config (2 stacks, 96 px): the case.
-TRAINED_WITH = ["--config", str(HOURGLASS / "model.yaml"), "--config", str(HOURGLASS / "synthetic_small.yaml")]
+SYNTHETIC = ROOT / "experiments" / "data" / "synthetic_small.yaml"
+TRAINED_WITH = ["--config", str(HOURGLASS / "model.yaml"), "--config", str(SYNTHETIC), "--config",
+                str(HOURGLASS / "synthetic_small.yaml")]
 DEMO = ["--config", str(HOURGLASS / "synthetic.yaml")]
 TINY = ["--data.init_args.train_size=20", "--data.init_args.val_size=4", "--data.init_args.test_size=6",
         "--data.init_args.num_workers=0", "--data.init_args.cache_dir=null", "--trainer.enable_progress_bar=false",
@@ -54,7 +56,8 @@ def _records(folder: Path) -> list[dict]:
 
 
 def test_checkpoint_carries_what_it_was_trained_on(trained):
-    small = yaml.safe_load((HOURGLASS / "synthetic_small.yaml").read_text())
+    small = yaml.safe_load(SYNTHETIC.read_text())
+    small["model"]["init_args"] |= yaml.safe_load((HOURGLASS / "synthetic_small.yaml").read_text())["model"]["init_args"]
     identity = torch.load(trained, weights_only=True)["identity"]
     assert identity["model_class"] == yaml.safe_load((HOURGLASS / "model.yaml").read_text())["model"]["class_path"]
     for key in ("num_stacks", "depth", "channels", "foreground_weight"):
