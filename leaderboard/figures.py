@@ -32,6 +32,7 @@ from landmarks.layouts import get_layout
 from landmarks.metrics import AUC_STEP
 from leaderboard.document import Figure, Section, slug
 from leaderboard.manifest import Experiment, FigureSpec, Manifest, ManifestError, TestSpec
+from leaderboard.reproduced import Reproduced
 from leaderboard.plots import plot_ced
 from leaderboard.scoring import rescore_nme
 from leaderboard.store import atomic_write_bytes, load_predictions
@@ -181,8 +182,6 @@ def figure_sections(manifest: Manifest | None, results: Path | None, out_dir: Pa
     without a manifest, records or an output folder: a reported-only document has no figures)."""
     if manifest is None or results is None or out_dir is None or not manifest.figures:
         return []
-    from leaderboard.paper_tables import Reproduced  # which record is a test's, per seed; it imports this module
-
     reproduced, cache = Reproduced(manifest, results), {}
 
     def load(record: dict) -> dict[str, np.ndarray]:
