@@ -32,8 +32,8 @@ from landmarks.layouts import get_layout
 from landmarks.metrics import AUC_STEP
 from leaderboard.document import Figure, Section, slug
 from leaderboard.manifest import Experiment, FigureSpec, Manifest, ManifestError, TestSpec
-from leaderboard.reproduced import Reproduced
 from leaderboard.plots import plot_ced
+from leaderboard.reproduced import Reproduced
 from leaderboard.scoring import rescore_nme
 from leaderboard.store import atomic_write_bytes, load_predictions
 
