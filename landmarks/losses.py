@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import torch
@@ -231,3 +232,18 @@ def focal_wing_loss(
     landmark = adaptive_wing_loss(landmark_pred, landmark_target, weights, **options)
     boundary = adaptive_wing_loss(boundary_pred, boundary_target, weights, **options)
     return {"loss": landmark + beta * boundary, "landmark": landmark, "boundary": boundary}
+
+
+# --- Wing loss (Feng et al., CVPR 2018; GlomFace*) ---------------------------------------------------------------
+
+
+def wing_loss(error: torch.Tensor, width: float = 10.0, curvature: float = 2.0) -> torch.Tensor:
+    """Wing loss of (B, K, 2) coordinate errors (pixels): per coordinate ``w ln(1 + |x| / epsilon)`` for
+    ``|x| < w`` and ``|x| - C`` beyond, ``C = w - w ln(1 + w / epsilon)`` (continuous at ``|x| = w``); summed over
+    landmarks and coordinates, averaged over the batch."""
+    if width <= 0 or curvature <= 0:
+        raise ValueError(f"wing width and curvature must be positive, got {width}, {curvature}")
+    x = error.abs()
+    c = width - width * math.log(1 + width / curvature)
+    loss = torch.where(x < width, width * torch.log1p(x / curvature), x - c)
+    return loss.flatten(1).sum(1).mean()

@@ -250,9 +250,10 @@ class LandmarkModule(pl.LightningModule, abc.ABC):
         for a ``stage`` run: ``{field: (checkpoint's, this run's)}``. Not compared: evaluation-time
         hyper-parameters, the method's name, the datamodule class (models are tested on other datasets by design),
         the training split's annotation options (recorded; some also choose the test split's faces, e.g. AFLW's
-        frontal definition) and, in a prediction, the training split."""
+        frontal definition), the box behind the bbox normaliser (how a test set is scored, not what the model saw;
+        e.g. COFW-68's published boxes) and, in a prediction, the training split."""
         current = self.identity(datamodule, train_set=stage != "predict")
-        free = ("method", "data.dataset", "data.train_set.annotation",
+        free = ("method", "data.dataset", "data.train_set.annotation", "data.crop.bbox_norm_source",
                 *(f"model.{name}" for name in self.evaluation_hparams))
         return identity_differences(saved, current, free)
 
