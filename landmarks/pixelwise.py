@@ -32,6 +32,8 @@ like PWC's background class, where the code appends it last (a permutation of th
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch.nn import functional as F
 
@@ -187,24 +189,33 @@ def distribution_loss(
 
 
 def heatmap_targets(
-    points: torch.Tensor, size: tuple[int, int], sigma: float = 3.0, truncate: float | None = 4.0
+    points: torch.Tensor, size: tuple[int, int], sigma: float = 3.0, truncate: float | None = 4.0,
+    height: Literal["sum", "peak"] = "sum",
 ) -> torch.Tensor:
     """(B, K, 2) points → (B, K + 1, H, W) heatmap-regression targets: channel 0 the background
     ``1 - sum_l h_l``, channels 1..K the :func:`gaussian_distributions` ("the same as the distribution model").
 
     The sum, not a max, is the code's (``gen_gaumap_with_bk``): with normalised Gaussians each pixel's K + 1
     targets then sum to 1, a distribution like the per-pixel softmax they are compared with.
+
+    The height of the code's Gaussians is unknown (its ``gau_filter.pickle`` is not published): ``height="sum"``
+    normalises each to sum 1 (the paper's "distribution", the default); ``"peak"`` gives them a peak of 1, the
+    background then ``max(0, 1 - sum)`` (close landmarks overlap).
     """
+    if height == "peak":
+        landmarks = encode_gaussian(points.detach(), tuple(size), sigma, truncate)
+        return torch.cat([(1 - landmarks.sum(1, keepdim=True)).clamp_min(0), landmarks], 1)
     landmarks = gaussian_distributions(points, size, sigma, truncate)
     return torch.cat([1 - landmarks.sum(1, keepdim=True), landmarks], 1)
 
 
 def heatmap_l2_loss(
-    logits: torch.Tensor, points: torch.Tensor, sigma: float = 3.0, truncate: float | None = 4.0
+    logits: torch.Tensor, points: torch.Tensor, sigma: float = 3.0, truncate: float | None = 4.0,
+    height: Literal["sum", "peak"] = "sum",
 ) -> torch.Tensor:
     """The heatmap-regression model's ``loss_hreg = sum_{l in L, b} (h_gt_l - h_l)^2``: the per-pixel softmax of
     the (B, K + 1, H, W) logits (background at channel 0) against :func:`heatmap_targets`, squares summed over
     channels and pixels (paper and code), averaged over the batch (the code's ``reduce_mean``)."""
     pred = class_probabilities(logits)
-    target = heatmap_targets(points, logits.shape[-2:], sigma, truncate).to(pred.dtype)
+    target = heatmap_targets(points, logits.shape[-2:], sigma, truncate, height).to(pred.dtype)
     return (pred - target).square().sum((1, 2, 3)).mean()

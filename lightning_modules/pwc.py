@@ -34,6 +34,8 @@ Departures (IMPLEMENTATION_NOTES §3, §7.4):
 - The discriminator judges real and predicted shapes in one batch (:meth:`PWCModule.judge`), so that its
   BatchNorm sees both; the code calls it once per kind, and each call's batch statistics hide what differs
   between the kinds (``tests/test_pwc.py``: on a toy problem it stays at chance that way).
+- Heatmap regression: the height of the code's Gaussian targets is unknown; peak-1 Gaussians are the default, from
+  a measurement (``heatmap_height``: sum-normalised ones do not train on the synthetic stand-in).
 - Inputs are the datamodule's crops in [0, 1] (``mean: [0, 0, 0]``, ``std: [1, 1, 1]`` in the configs; the
   networks average RGB to grey as the code does). DAN sees them resized to 112 px (nearest, the code's) and its
   coordinates are mapped back to the 224 crop; it starts from the training faces' mean shape.
@@ -79,6 +81,11 @@ class PWCModule(LandmarkModule):
         discriminator: add the shape discriminator (PWC+disc, hybrid+disc).
         beta: weight of the coordinate term of the hybrid loss (0.25).
         sigma: standard deviation of the distribution and heatmap-regression targets, pixels (3).
+        heatmap_height: the heatmap-regression targets' Gaussians: "peak" (peak 1, the default) or "sum"
+            (normalised to sum 1, the paper's "distribution"); the code's are unknown
+            (``landmarks.pixelwise.heatmap_targets``). Measured on the synthetic 300W stand-in (one training each):
+            "sum" leaves targets of at most 0.018, the model predicts background everywhere and ends at 93.4 % NME
+            by face size; "peak" reaches 6.9 %.
         official: the official code's behaviour: argmax coordinates without gradient in the hybrid and adversarial
             terms, the sign-flipped discriminator objective.
         width: channels of the backbone's first stage (64; smaller only for CPU stand-ins).
@@ -95,6 +102,7 @@ class PWCModule(LandmarkModule):
         discriminator: bool = False,
         beta: float = 0.25,
         sigma: float = 3.0,
+        heatmap_height: Literal["sum", "peak"] = "peak",
         official: bool = False,
         width: int = 64,
         dan_input: int = 112,
@@ -111,6 +119,7 @@ class PWCModule(LandmarkModule):
         super().__init__(**kwargs)
         k = self.layout.num_points
         self.approach, self.beta, self.sigma, self.official = approach, beta, sigma, official
+        self.heatmap_height = heatmap_height
         self.dan_input = dan_input
         if approach == "direct":
             self.net: nn.Module = DirectRegression(k, width=width, input_size=self.input_size)
@@ -162,7 +171,7 @@ class PWCModule(LandmarkModule):
             loss = distribution_loss(logits, points, self.sigma)
             return {"loss": loss, "distribution": loss}
         if self.approach == "heatmap":
-            loss = heatmap_l2_loss(logits, points, self.sigma)
+            loss = heatmap_l2_loss(logits, points, self.sigma, height=self.heatmap_height)
             return {"loss": loss, "heatmap": loss}
         labels = pixel_labels(points, logits.shape[-2:])
         if self.approach == "hybrid":

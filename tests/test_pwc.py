@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -176,3 +177,19 @@ def test_the_cofw68_pass_tests_the_300w_trained_model_under_its_own_identity(tmp
     trained, tested = ({"data": data_identity(cli.datamodule)} for cli in (fit, test))
     differences = identity_differences(trained, tested, free=("data.dataset", "data.train_set.annotation"))
     assert differences == {}
+
+
+def test_heatmap_targets_of_either_height_against_numpy():
+    """``height="peak"``: Gaussians of peak 1 (cut at 4 sigma), background max(0, 1 - their sum); "sum": each
+    normalised to sum 1, background 1 - their sum."""
+    from landmarks.pixelwise import heatmap_targets
+
+    points = torch.tensor([[[5.0, 6.0], [7.0, 6.0], [20.0, 3.0]]])
+    yy, xx = np.mgrid[:16, :24]
+    gauss = np.stack([np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 18.0) * (np.abs(xx - x) <= 12) * (np.abs(yy - y) <= 12)
+                      for x, y in points[0].tolist()])
+    for height, maps in (("peak", gauss), ("sum", gauss / gauss.sum((1, 2), keepdims=True))):
+        background = 1 - maps.sum(0)
+        expected = np.concatenate([np.clip(background, 0, None)[None] if height == "peak" else background[None], maps])
+        got = heatmap_targets(points, (16, 24), sigma=3.0, height=height)[0].numpy()
+        np.testing.assert_allclose(got, expected, atol=1e-6)
