@@ -46,13 +46,15 @@ import torch  # noqa: E402
 
 from landmarks.layouts import get_layout  # noqa: E402
 from landmarks.pixelwise import hybrid_loss, pixel_labels, pwc_loss  # noqa: E402
+from lightning_modules.base import LandmarkModule  # noqa: E402
 from lightning_modules.pwc import PWCModule  # noqa: E402
 
 INPUT_SIZE = 224  # the paper's crop and map side
+QUICK_SIZE = 64  # --quick: a smoke run of the same code (the networks take any multiple of 32)
 LAYOUT = "300w_68"  # 68 landmarks: 69 classes, as in the paper
 # By --quick. Full: the paper's width at batch 4, not its 16: a 16-image fp32 step takes ~4x a 4-image one (~30 s
 # on 2 CPU cores), and four configurations of it would not fit the section's ~2 minutes. Quick: a smoke run.
-WIDTH = {False: 64, True: 16}
+WIDTH = {False: 64, True: 4}
 BATCH = {False: 4, True: 2}
 REPEATS = {False: 2, True: 1}  # timed rounds after one warm-up call of each configuration
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
@@ -63,10 +65,11 @@ LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Ten
 
 def section_title(quick: bool) -> str:
     """The ``make bench`` heading: the sizes, and why they are not the paper's batch of 16."""
-    sizes = (f"width {WIDTH[quick]}, batch {BATCH[quick]}: quick smoke sizes (the paper's: 64, 16)" if quick else
-             f"width {WIDTH[quick]} = the paper's, batch {BATCH[quick]}: a step at the paper's 16 takes ~4x as long, "
-             "past the section's 2 minutes on a CPU")
-    return f"PWC training step and loss share (approach pwc, {INPUT_SIZE} px, {sizes})"
+    sizes = (f"{QUICK_SIZE} px, width {WIDTH[quick]}, batch {BATCH[quick]}: quick smoke sizes (the paper's: "
+             f"{INPUT_SIZE} px, 64, 16)" if quick else
+             f"{INPUT_SIZE} px, width {WIDTH[quick]} = the paper's, batch {BATCH[quick]}: a step at the paper's 16 "
+             "takes ~4x as long, past the section's 2 minutes on a CPU")
+    return f"PWC training step and loss share (approach pwc, {sizes})"
 
 
 def interleaved_medians(fns: dict[Any, Callable[[], object]], repeats: int, warmup: int = 1,
@@ -86,17 +89,18 @@ def interleaved_medians(fns: dict[Any, Callable[[], object]], repeats: int, warm
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def pwc_step_fn(model: PWCModule, batch: dict, autocast: bool) -> Callable[[], None]:
-    """One training step as Lightning runs a one-part module: ``training_terms`` (forward and the loss terms),
-    backward, Adam. (``bench.training_step_fn`` calls ``training_loss`` and needs a tensor; PWC's is a dict of
-    terms, and its memory order is the module's own switch here.)"""
+def pwc_step_fn(model: LandmarkModule, batch: dict, autocast: bool, part: str = "detector") -> Callable[[], None]:
+    """One training step as Lightning runs a one-part module: ``training_terms`` (forward and the loss terms of
+    ``part``; a plain ``LandmarkModule`` has one, "model"), backward, Adam. (``bench.training_step_fn`` calls
+    ``training_loss`` and needs a tensor; PWC's is a dict of terms, and its memory order is the module's own
+    switch here.)"""
     model.configure_model()  # the Trainer's hook: channels_last weights when the module asks for them
     model.train()
     optimizer = torch.optim.Adam(model.parameters())
 
     def step() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            loss = model.training_terms(batch, "detector")["loss"]
+            loss = model.training_terms(batch, part)["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -115,11 +119,12 @@ def loss_fn(loss: Callable, logits: torch.Tensor, points: torch.Tensor) -> Calla
 
 
 def bench_pwc(quick: bool = False, batch_size: int | None = None, width: int | None = None,
-              input_size: int = INPUT_SIZE) -> pd.DataFrame:
+              input_size: int | None = None) -> pd.DataFrame:
     """The section's table: step rows (ms, speed-up vs the fp32 NCHW step), loss rows (ms, % of the fp32 and of
     the bf16-mixed step with the same memory order), and ``pixel_labels`` alone. ``batch_size`` and ``width``
     default to the section's sizes (``BATCH``, ``WIDTH``)."""
     batch_size, width = batch_size or BATCH[quick], width or WIDTH[quick]
+    input_size = input_size or (QUICK_SIZE if quick else INPUT_SIZE)
     num_points = get_layout(LAYOUT).num_points
     g = torch.Generator().manual_seed(0)
     points = torch.rand(batch_size, num_points, 2, generator=g) * (input_size - 1)  # crop pixels
