@@ -17,6 +17,9 @@
    loader / time per step on the same batches pre-loaded, with and without the in-memory faces.
 7. PWC (``bench_pwc.py``): one training step of the PWC detector at 224 px, fp32 vs bf16-mixed, with and without
    channels_last; the share of pixel_labels + the PWC / hybrid loss in it; pixel_labels alone.
+8. GlomFace (``bench_glomface.py``): one training step of the 68-point cascade (T = 4, 224 px, 40 px patches,
+   batch 16), the share of its patch extraction (issue 18's goal: under 5 %), and an iteration's forward split
+   into patch CNN, PHM non-local blocks and WHM fully connected layers.
 
 Options: ``--quick`` runs fewer repetitions (for a smoke test).
 """
@@ -35,6 +38,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from bench_feed import bench_loader_feed  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from bench_glomface import bench_glomface, glomface_title  # noqa: E402
 from bench_mhhn import bench_mcg, bench_sdt, bench_sdt_readings  # noqa: E402
 from bench_pwc import bench_pwc, section_title  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -251,6 +255,7 @@ def main(argv: list[str] | None = None) -> None:
         ("Loader-fed training step / step on pre-loaded batches (demo hourglass and data, 1 worker; goal <= 1.10)",
          lambda: bench_loader_feed(opts.quick)),
         (section_title(opts.quick), lambda: bench_pwc(opts.quick)),
+        (glomface_title(opts.quick), lambda: bench_glomface(opts.quick)),
     ]
     for title, run in sections:
         print(f"\n## {title}\n")

@@ -57,7 +57,8 @@ def _records(folder: Path) -> list[dict]:
 
 def test_checkpoint_carries_what_it_was_trained_on(trained):
     small = yaml.safe_load(SYNTHETIC.read_text())
-    small["model"]["init_args"] |= yaml.safe_load((HOURGLASS / "synthetic_small.yaml").read_text())["model"]["init_args"]
+    shrunk = yaml.safe_load((HOURGLASS / "synthetic_small.yaml").read_text())["model"]["init_args"]
+    small["model"]["init_args"] |= shrunk
     identity = torch.load(trained, weights_only=True)["identity"]
     assert identity["model_class"] == yaml.safe_load((HOURGLASS / "model.yaml").read_text())["model"]["class_path"]
     for key in ("num_stacks", "depth", "channels", "foreground_weight"):

@@ -54,6 +54,7 @@ def test_quick_bench_prints_every_table():
     for title in ("Synthetic data pipeline", "Heatmap target encoding", "Metric computation", "bf16-mixed",
                   "MHHN SDT decoding", "MHHN MCG block", "Loader-fed training step", "PWC training step"):
         assert title in out.stdout
+    assert "GlomFace training step" in out.stdout
 
 
 @pytest.fixture
@@ -141,3 +142,87 @@ def test_interleaved_medians_runs_in_turns(bench_pwc):
     medians = bench_pwc.interleaved_medians({n: call(n) for n in durations}, 3, clock=lambda: clock[0])
     assert calls == ["a", "b"] * 4
     assert medians == {"a": 2.0, "b": 5.0}
+
+
+@pytest.fixture
+def bench_glomface(monkeypatch):
+    """``benchmarks/bench_glomface.py`` as a module (it imports ``bench_pwc`` from the same folder)."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_glomface
+
+    return bench_glomface
+
+
+def test_glomface_bench_table_at_tiny_sizes(bench_glomface):
+    """The GlomFace section for 68 points at 64 px crops, 30 px patches (1x1 CNN features), batch 2 (the WHM's
+    BatchNorm1d refuses a training batch of 1): every row, each ratio re-derived from the ms columns, the hooked
+    pieces nested inside one another, and the parameter counts against closed forms."""
+    rows = bench_glomface.bench_glomface(quick=True, batch_size=2, input_size=64, patch_size=30).to_dict("records")
+    assert list(rows[0]) == ["measured", "calls per step", "ms per call", "ms per step", "% of step",
+                             "% of GlomNet forward", "parameters (M)"]
+    assert len(rows) == 7 and all(r["ms per call"] > 0 for r in rows)
+    step, forward, extraction, cnn, phm, whm, net = rows
+    assert step["measured"].startswith("training step") and extraction["measured"].startswith("patch extraction")
+    assert [r["calls per step"] for r in rows] == [1, 1] + [4] * 5  # T = 4: one extraction and one net per iteration
+    for r in rows:
+        assert r["ms per step"] == pytest.approx(r["calls per step"] * r["ms per call"])
+        assert r["% of step"] == pytest.approx(100 * r["ms per step"] / step["ms per step"])
+    for r in (cnn, phm, whm, net):
+        assert r["% of GlomNet forward"] == pytest.approx(100 * r["ms per step"] / net["ms per step"])
+    assert [r["% of GlomNet forward"] for r in (step, forward, extraction)] == [None] * 3  # blank, not "nan"
+    # the pieces run inside GlomNet, GlomNet inside the cascade's forward, the forward inside the step
+    assert cnn["ms per step"] + phm["ms per step"] + whm["ms per step"] <= net["ms per step"]
+    assert net["ms per step"] <= forward["ms per step"] <= step["ms per step"]
+    convs = 3 * 32 * 7 * 7 + 32 * 64 * 5 * 5 + 64 * 128 * 3 * 3 + 2 * (32 + 64 + 128)  # no conv bias; BN gamma, beta
+    blocks = 6 + 3 + 1  # non-local blocks: 6 regions, 3 groups, the whole; 4 linear 128 -> 128 maps with bias each
+    assert cnn["parameters (M)"] == pytest.approx(convs / 1e6)
+    assert phm["parameters (M)"] == pytest.approx(blocks * 4 * (128 * 128 + 128) / 1e6)
+    assert net["parameters (M)"] == pytest.approx(cnn["parameters (M)"] + phm["parameters (M)"] + whm["parameters (M)"])
+    assert step["parameters (M)"] == pytest.approx(net["parameters (M)"])  # every weight is in the iteration's net
+
+
+def test_glomface_step_patches_need_no_backward(bench_glomface, monkeypatch):
+    """What the extraction row leaves out, the backward, does not exist: in the timed step every patch the
+    cascade cuts carries no gradient (data images, detached points), while the step still trains every part."""
+    import lightning_modules.glomface as glomface
+
+    original, cut = glomface.extract_patches, []
+
+    def recording(*args, **kwargs):
+        cut.append(original(*args, **kwargs))
+        return cut[-1]
+
+    monkeypatch.setattr(glomface, "extract_patches", recording)
+    model = bench_glomface.glomface_model(64, 30)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    batch = {"image": torch.rand(2, 3, 64, 64), "landmarks": model.mean_shape + torch.randn(2, 68, 2)}
+    bench_glomface.pwc_step_fn(model, batch, autocast=False, part="model")()
+    assert len(cut) == 4 and not any(p.requires_grad for p in cut)
+    for part in ("net.cnn.", "net.phm.", "net.whm."):
+        assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if n.startswith(part))
+
+
+def test_forward_clock_times_each_call_in_place(bench_glomface):
+    """A scripted clock: the outer module's own work takes 1, the inner one's 2, so each outer call reads 3 and
+    each inner 2; rounds sum consecutive calls after the skipped ones; the hooks go on exit."""
+    now = [0.0]
+
+    class Tick(torch.nn.Module):
+        def __init__(self, seconds: float, inner: torch.nn.Module | None = None) -> None:
+            super().__init__()
+            self.seconds, self.inner = seconds, inner
+
+        def forward(self, x):
+            now[0] += self.seconds
+            return self.inner(x) if self.inner is not None else x
+
+    outer = Tick(1.0, Tick(2.0))
+    with bench_glomface.ForwardClock({"outer": outer, "inner": outer.inner}, clock=lambda: now[0]) as clock:
+        for _ in range(4):
+            outer(torch.zeros(1))
+    outer(torch.zeros(1))  # not recorded: the hooks are gone
+    assert clock.seconds == {"outer": [3.0] * 4, "inner": [2.0] * 4}
+    assert clock.per_round("inner", 2) == [4.0, 4.0]
+    assert clock.per_round("outer", 1, skip=1) == [3.0] * 3
+    with pytest.raises(ValueError, match="multiple"):
+        clock.per_round("outer", 3)
