@@ -114,3 +114,26 @@ def test_refusals():
         GlomFaceModule(layout="300w_68", input_size=64, patch_size=30, loss="l1")
     with pytest.raises(ValueError, match="iterations"):
         GlomFaceModule(layout="300w_68", input_size=64, patch_size=30, iterations=0)
+
+
+def test_fit_with_the_configs_ema_keeps_the_mean_shape(tmp_path):
+    """Lightning's EMAWeightAveraging copies the model when the fit starts, before the datamodule fills the
+    mean-shape buffer, and swaps that copy in for validation: the configs turn the sanity check off, and after the
+    first step the averaged copy holds the filled buffer (``use_buffers``: BatchNorm statistics averaged too)."""
+    import pytorch_lightning as pl
+    import yaml
+    from pytorch_lightning.callbacks import EMAWeightAveraging
+
+    from datamodules.synthetic import SyntheticFaceDataModule
+
+    trainer_config = yaml.safe_load(open("experiments/glomface/model.yaml"))["trainer"]
+    ema = next(c for c in trainer_config["callbacks"] if c["class_path"].endswith("EMAWeightAveraging"))["init_args"]
+    model = GlomFaceModule(layout="300w_68", input_size=64, patch_size=30, iterations=2)
+    data = SyntheticFaceDataModule(layout="300w_68", train_size=8, val_size=4, test_size=4, image_size=96,
+                                   input_size=64, batch_size=4, num_workers=0)
+    trainer = pl.Trainer(max_steps=2, limit_val_batches=1, num_sanity_val_steps=trainer_config["num_sanity_val_steps"],
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[EMAWeightAveraging(**ema)], default_root_dir=tmp_path)
+    trainer.fit(model, datamodule=data)
+    assert torch.isfinite(model.mean_shape).all()
+    assert torch.isfinite(trainer.callback_metrics["val/nme"])
