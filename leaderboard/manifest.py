@@ -8,7 +8,7 @@ A manifest is YAML (read with ``yaml.safe_load``); paths in it are relative to i
     config: [model.yaml]              # LightningCLI configs shared by every experiment (model, trainer)
     batch: {total: 16, lr_scaling: none}   # the paper's total batch over all processes (see below)
     synthetic: {config: [small.yaml]} # DATA=synthetic: replaces each experiment's data config(s); `seeds: N`
-                                      #   caps the trainings per experiment there
+                                      #   caps the trainings per experiment there, `batch: B` the total batch
     seeds: 1                          # trainings per experiment (default 1; an experiment may say otherwise)
     datasets:                         # the benchmarks the experiments train and test on (or a file holding
       300w:                           #   this mapping, e.g. `datasets: ../mhhn/datasets.yaml`)
@@ -334,7 +334,7 @@ def load_manifest(paper: str | Path) -> Manifest:
         raise ManifestError(f"{top.where}: experiment names are not unique: {names}")
     _check_stages(experiments, top.where)
     batch = top.mapping("batch", "batch", ("total", "lr_scaling"))
-    synthetic = top.mapping("synthetic", "synthetic", ("config", "seeds"))
+    synthetic = top.mapping("synthetic", "synthetic", ("config", "seeds", "batch"))
     trained_only = tuple(e.name for e in experiments if not e.test)
     return Manifest(
         paper=top.text("paper"), title=top.text("title", top.text("paper")), references=top.text("references"),
@@ -342,4 +342,5 @@ def load_manifest(paper: str | Path) -> Manifest:
         experiments=tuple(experiments), tables=_tables(top, set(names), trained_only),
         total_batch=batch.count("total", None),
         lr_scaling=batch.choice("lr_scaling", ("none", "linear")), datasets=datasets, variants=variants,
-        synthetic_seeds=synthetic.count("seeds", None), figures=_figures(top, experiments, trained_only))
+        synthetic_seeds=synthetic.count("seeds", None), synthetic_batch=synthetic.count("batch", None),
+        figures=_figures(top, experiments, trained_only))

@@ -125,15 +125,18 @@ class Manifest:
     datasets: dict[str, DatasetSpec] = field(default_factory=dict)
     variants: dict[str, VariantSpec] = field(default_factory=dict)
     synthetic_seeds: int | None = None  # at most this many trainings per experiment on synthetic data
+    synthetic_batch: int | None = None  # the total batch on synthetic data (None: the paper's)
     figures: tuple[FigureSpec, ...] = ()
 
     def for_data(self, data: str) -> Manifest:
         """The manifest as run on ``data`` ("real" or "synthetic"): on synthetic faces every experiment trains at
-        most ``synthetic.seeds`` times (the seeds of a real run are its first ones)."""
-        if data != "synthetic" or self.synthetic_seeds is None:
+        most ``synthetic.seeds`` times (the seeds of a real run are its first ones), with ``synthetic.batch`` as the
+        total batch if given (a paper's batch of 64 leaves a CPU stand-in too few steps)."""
+        if data != "synthetic" or (self.synthetic_seeds is None and self.synthetic_batch is None):
             return self
-        capped = tuple(replace(e, seeds=min(e.seeds, self.synthetic_seeds)) for e in self.experiments)
-        return replace(self, experiments=capped)
+        seeds = self.synthetic_seeds
+        capped = tuple(replace(e, seeds=min(e.seeds, seeds)) if seeds else e for e in self.experiments)
+        return replace(self, experiments=capped, total_batch=self.synthetic_batch or self.total_batch)
 
     def experiment(self, name: str) -> Experiment:
         for experiment in self.experiments:

@@ -387,3 +387,17 @@ def test_rendered_paper_tables_golden(tmp_path):
     assert markdown == golden.read_text()
     frame = pd.read_csv(ROOT / "leaderboard" / "references" / "paper_results.csv")
     assert len(frame) > 1000  # the reference numbers ship with the project
+
+
+def test_synthetic_seeds_and_batch_apply_to_synthetic_runs_only(tmp_path):
+    path = tiny_manifest(tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    raw["seeds"] = 5
+    raw["synthetic"] |= {"seeds": 2, "batch": 8}
+    path.write_text(yaml.safe_dump(raw))
+    manifest = load_manifest(path)
+    synthetic, real = manifest.for_data("synthetic"), manifest.for_data("real")
+    assert [e.seeds for e in synthetic.experiments] == [2, 2] and synthetic.total_batch == 8
+    assert real is manifest and [e.seeds for e in real.experiments] == [5, 5] and real.total_batch == 16
+    args, _ = runner.batch_args(synthetic, options(tmp_path))
+    assert "--data.init_args.batch_size=8" in args
