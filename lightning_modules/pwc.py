@@ -196,11 +196,10 @@ class PWCModule(LandmarkModule):
                               self.scheduler_interval, steps=self.steps["detector"])]
 
     def training_terms(self, batch: dict, part: str) -> dict[str, torch.Tensor]:
-        outputs = self(self.prepare_images(batch["image"]))
         if part != "discriminator":
-            return self.training_loss(outputs, batch)
-        with torch.no_grad():
-            fake = self.coordinates(outputs.float())
+            return self.training_loss(self(self.prepare_images(batch["image"])), batch)
+        with torch.no_grad():  # the detector's forward needs no graph in the discriminator's step
+            fake = self.coordinates(self(self.prepare_images(batch["image"])).float())
         return {"loss": discriminator_loss(*self.judge(batch["landmarks"].float(), fake), self.official)}
 
     def judge(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

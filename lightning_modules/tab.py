@@ -55,6 +55,8 @@ from lightning_modules.heatmap import HeatmapModule
 
 Stage = Literal["scbe", "balt", "end_to_end"]
 STAGES = ("scbe", "balt", "end_to_end")
+NO_LANDMARKS = ("a stage-1 TAB (stage 'scbe') predicts boundaries only: test the stage-2 model (stage 'balt', "
+                "init_from the stage-1 checkpoint)")
 
 
 class SCBEOutput(NamedTuple):
@@ -218,8 +220,7 @@ class TABModule(HeatmapModule):
 
     def landmark_maps(self, outputs: TABOutput) -> list[torch.Tensor]:
         if outputs.landmarks is None:
-            raise RuntimeError("a stage-1 TAB (stage 'scbe') predicts boundaries only: test the stage-2 model "
-                               "(stage 'balt', init_from the stage-1 checkpoint)")
+            raise RuntimeError(NO_LANDMARKS)
         return [outputs.landmarks]
 
     def boundary_targets(self, batch: dict, like: torch.Tensor) -> torch.Tensor:
@@ -265,7 +266,7 @@ class TABModule(HeatmapModule):
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         if self.stage == "scbe":
-            self.landmark_maps(TABOutput(None, None))  # the message: stage 1 has no landmarks to test
+            raise RuntimeError(NO_LANDMARKS)
         super().test_step(batch, batch_idx)
 
     def update_diagnostics(self, outputs: TABOutput, batch: dict, stage: str) -> None:
@@ -279,7 +280,9 @@ class TABModule(HeatmapModule):
         self.boundary_stats[stage].update(per_face, self.subset_mask(batch))
 
     def compute_diagnostics(self, stage: str) -> dict[str, float]:
-        out = super().compute_diagnostics(stage) | {"scbe_stem_imagenet": float(self.scbe.stem_pretrained)}
+        out = super().compute_diagnostics(stage)
+        if stage == "test":  # what the record states about the stem's start (ImageNet or scratch)
+            out["scbe_stem_imagenet"] = float(self.scbe.stem_pretrained)
         stats = self.boundary_stats[stage] if stage in self.boundary_stats else None
         if stats is not None and stats.update_count:
             mse = stats.compute()
