@@ -168,12 +168,28 @@ def _texts(cell: Cell, value: CellValue, marks: _Marks, with_reproduced: bool) -
     return [reported, _fmt(value.reproduced, value.reproduced_std, digits, value.seeds > 1), delta]
 
 
+CONVENTION_WORDS = {"mac": "MACs", "2mac": "2 x MACs"}
+
+
 def _header_label(layout: TableLayout, column_id: str) -> str:
+    """The column's label, with the FLOPs convention its cells are counted in. Where rows override it (GlomFace's
+    Table 6 copies MAC counts from PropNet beside its own 2 x MAC counts) the header names each convention with
+    the rows that use it, so no reader takes the reproduced 2 x MAC numbers for MACs."""
     column = layout.column(column_id)
-    unit = column.unit
-    if unit is not None and unit.flops_convention:
-        return f"{column.label} [{'MACs' if unit.flops_convention == 'mac' else '2 x MACs'}]"
-    return column.label
+    if column.unit is None or not column.unit.flops_convention:
+        return column.label
+    by_convention: dict[str, list[str]] = {}
+    for section in layout.sections:
+        if section.columns is not None and column_id not in section.columns:
+            continue
+        for row in section.rows:
+            unit = row.unit or column.unit
+            by_convention.setdefault(unit.flops_convention, []).append(row.method)
+    if len(by_convention) <= 1:
+        return f"{column.label} [{CONVENTION_WORDS[column.unit.flops_convention]}]"
+    default = column.unit.flops_convention
+    others = "; ".join(f"{CONVENTION_WORDS[c]}: {', '.join(rows)}" for c, rows in by_convention.items() if c != default)
+    return f"{column.label} [{CONVENTION_WORDS[default]}; {others}]"
 
 
 def _blocks(layout: TableLayout) -> list[list[int]]:

@@ -107,6 +107,9 @@ def test_units_are_the_papers():
     conventions = {c.method: c.unit.flops_convention for c in table_values(glom, REFERENCES)
                    if dict(c.keys)["metric"] == "FLOPs"}
     assert conventions["PropNet"] == "mac" and conventions["GlomFace (t=4, i=5)"] == "2mac"
+    # The header names both conventions, and which rows count 2 per MAC.
+    header = build_tables(glom, table_values(glom, REFERENCES), False)[0].columns[1]
+    assert header == "FLOPS [MACs; 2 x MACs: GlomFace (t=4, i=5), GlomFace (t=1, i=5)]"
 
 
 def test_ambiguous_numbers_carry_a_mark_and_the_note():
