@@ -291,10 +291,13 @@ def _reproduced_lines(reproduced: Reproduced, rows: dict[str, str], datasets: se
             used = ", ".join(str((r.get("experiment") or {}).get("seed")) for r in records)
             seeds = (f"mean ± standard deviation (n - 1) over {len(records)} seeds (of {experiment.seeds}; seeds "
                      f"{used}), each re-scored from its own predictions" if experiment.seeds > 1 else "one training")
+            # An experiment without a fit (a cost-only row, a pretrained peer) selected no checkpoint.
+            selection = (f"checkpoint selected on the validation split by {fit.get('monitor', '?')} "
+                         f"({fit.get('mode', '?')}) after {fit.get('epochs', '?')} epochs" if experiment.fit
+                         else "not trained here (the manifest's fit: false)")
             lines.append(
                 f"Reproduced {method}: experiment `{name}`, test set `{record['test_set']}` ({sizes}); "
-                f"{protocol_words(p)}; checkpoint selected on the validation split by {fit.get('monitor', '?')} "
-                f"({fit.get('mode', '?')}) after {fit.get('epochs', '?')} epochs; {tag.get('world_size', 1)} "
+                f"{protocol_words(p)}; {selection}; {tag.get('world_size', 1)} "
                 f"process(es), total batch {tag.get('total_batch')}; {seeds}; record(s) {ids}.")
     return lines
 
