@@ -14,7 +14,7 @@ NODES ?= 1
 export WANDB_MODE ?= offline
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: install demo test test-slow bench lint clean check-data leaderboard paper-tables
+.PHONY: install demo test test-slow bench lint clean check-data leaderboard paper-tables ci-gate ci-baseline ci-checkpoint
 
 install: $(STAMP)
 
@@ -22,7 +22,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,peers]"
 	@touch $@
 
 demo: install
@@ -54,6 +54,25 @@ paper-tables: install
 # Leaderboards of everything under results/ (Markdown, LaTeX, HTML with CED plots).
 leaderboard: install
 	$(PY) -m leaderboard render --results results --out results/leaderboard
+
+# CI metric gate (README "Gating CI on metrics"): evaluate CKPT on the sample of the test split that BASELINE states
+# (20 synthetic faces per subset by default) and fail (exit 1, with the table of what moved) on a regression.
+# make ci-gate [CKPT=...] [BASELINE=...] [CI_CONFIG=...] [ARGS="--tol nme=0.1"]. ci-baseline rewrites BASELINE with
+# the same command (when a change is meant to move the numbers); ci-checkpoint retrains CKPT, then rewrites BASELINE.
+CKPT      ?= tests/data/ci/hourglass_synthetic.ckpt
+BASELINE  ?= tests/data/ci/hourglass_synthetic_baseline.json
+CI_CONFIG ?= experiments/hourglass/synthetic.yaml
+CI_GATE    = $(PY) -m leaderboard ci-gate --config $(CI_CONFIG) --ckpt $(CKPT) --baseline $(BASELINE) \
+	--trainer.accelerator=cpu --data.init_args.num_workers=0
+ci-gate: install
+	$(CI_GATE) $(ARGS)
+
+ci-baseline: install
+	$(CI_GATE) --write-baseline --per-subset 20 $(ARGS)
+
+ci-checkpoint: install
+	$(PY) tests/data/ci/make_checkpoint.py --config $(CI_CONFIG) --out $(CKPT)
+	$(MAKE) ci-baseline
 
 lint: install
 	$(PY) -m ruff check .

@@ -20,6 +20,8 @@
 8. GlomFace (``bench_glomface.py``): one training step of the 68-point cascade (T = 4, 224 px, 40 px patches,
    batch 16), the share of its patch extraction (issue 18's goal: under 5 %), and an iteration's forward split
    into patch CNN, PHM non-local blocks and WHM fully connected layers.
+9. CI metric gate (``bench_ci_gate.py``): wall time of ``make ci-gate``'s command in a fresh process (goal: well
+   under a minute on 2 cores), and of the same checkpoint on every synthetic test face.
 
 Options: ``--quick`` runs fewer repetitions (for a smoke test).
 """
@@ -37,6 +39,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from bench_ci_gate import bench_ci_gate, ci_gate_title  # noqa: E402  (benchmarks/ is on sys.path as a script)
 from bench_feed import bench_loader_feed  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 from bench_glomface import bench_glomface, glomface_title  # noqa: E402
 from bench_mhhn import bench_mcg, bench_sdt, bench_sdt_readings  # noqa: E402
@@ -256,6 +259,7 @@ def main(argv: list[str] | None = None) -> None:
          lambda: bench_loader_feed(opts.quick)),
         (section_title(opts.quick), lambda: bench_pwc(opts.quick)),
         (glomface_title(opts.quick), lambda: bench_glomface(opts.quick)),
+        (ci_gate_title(), lambda: bench_ci_gate(opts.quick)),
     ]
     for title, run in sections:
         print(f"\n## {title}\n")

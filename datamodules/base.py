@@ -44,7 +44,8 @@ from datamodules.crop import (
 )
 from datamodules.dataset import IMAGENET_MEAN, IMAGENET_STD, FaceDataset, collate_faces, seed_worker
 from datamodules.faces import FaceAnnotation, FaceRecord, FaceSource, RawFace, RecordSource, check_points
-from datamodules.files import ON_ERROR
+from datamodules.files import ON_ERROR, DatasetError
+from datamodules.sample import describe_sample, stratified_sample
 from landmarks.layouts import LandmarkLayout
 
 __all__ = [
@@ -104,6 +105,10 @@ class FaceLandmarkDataModule(pl.LightningDataModule):
         in_memory: crop every face of a split once at ``setup`` and keep the crop windows in memory (every
             process holds its own copy, shared by its forked workers: N x window^2 x 3 bytes a split, see
             ``FaceDataset.preload``), so an epoch costs augmentation only; None: ``default_in_memory``.
+        test_per_subset: test on a stratified sample of the test split instead of all of it: up to this many
+            faces of every subset (``full`` and each named one), chosen by a hash of ``test_sample_seed`` and the
+            image id, before anything is cropped (``datamodules.sample``; CI metric gates). None: every face.
+        test_sample_seed: the seed of that sample.
     """
 
     layout: LandmarkLayout
@@ -129,6 +134,8 @@ class FaceLandmarkDataModule(pl.LightningDataModule):
         check_counts: bool = True,
         shuffle: bool = True,
         in_memory: bool | None = None,
+        test_per_subset: int | None = None,
+        test_sample_seed: int = 0,
     ) -> None:
         super().__init__()
         if not isinstance(getattr(self, "layout", None), LandmarkLayout):
@@ -147,6 +154,10 @@ class FaceLandmarkDataModule(pl.LightningDataModule):
         self.margin, self.cache_dir, self.on_error, self.check_counts = margin, cache_dir, on_error, check_counts
         self.shuffle = shuffle
         self.in_memory = self.default_in_memory if in_memory is None else in_memory
+        if test_per_subset is not None and test_per_subset < 1:
+            raise ValueError(f"test_per_subset must be >= 1 (None: every test face), got {test_per_subset}")
+        self.test_per_subset, self.test_sample_seed = test_per_subset, test_sample_seed
+        self._test_indices: list[int] | None = None
         self.datasets: dict[str, FaceDataset] = {}
         self._sources: dict[str, FaceSource] = {}
         self._mean_shape: torch.Tensor | None = None
@@ -192,10 +203,39 @@ class FaceLandmarkDataModule(pl.LightningDataModule):
             self.datasets["train"] = self._dataset(train, train_idx, self.augment)
             self.datasets["val"] = self._dataset(train, val_idx, None)
         if stage in ("test", "predict") and "test" not in self.datasets:
-            self.datasets["test"] = self._dataset(self.test_source, range(len(self.test_source)), None)
+            self.datasets["test"] = self._dataset(self.test_source, self.test_indices(), None)
         if self.in_memory:
             for split in STAGE_DATASETS.get(stage, ()):
                 self.datasets[split].preload(self.num_workers)
+
+    def test_indices(self) -> list[int]:
+        """The test faces evaluated: all of them, or the stratified sample (``test_per_subset``), from the ids and
+        subset tags of the annotations; computed once. With ``on_error="skip"`` a face whose annotation cannot be
+        read is no candidate."""
+        source = self.test_source
+        if self.test_per_subset is None:
+            return list(range(len(source)))
+        if self._test_indices is None:
+            candidates, tags = [], []
+            for index in range(len(source)):
+                try:
+                    tags.append(source.annotation(index).subsets)
+                except DatasetError:
+                    if self.on_error == "raise":
+                        raise
+                    continue
+                candidates.append(index)
+            chosen = stratified_sample([source.image_id(i) for i in candidates], tags, source.subset_names,
+                                       self.test_per_subset, self.test_sample_seed)
+            self._test_indices = [candidates[i] for i in chosen]
+        return list(self._test_indices)
+
+    def test_sample(self) -> dict | None:
+        """The sample's statement for records (``datamodules.sample.describe_sample``), None without one."""
+        if self.test_per_subset is None:
+            return None
+        ids = [self.test_source.image_id(i) for i in self.test_indices()]
+        return describe_sample(self.test_per_subset, self.test_sample_seed, ids)
 
     def training_crops(self) -> FaceDataset:
         """The training faces (validation split excluded), cropped but not augmented (cropped when drawn, never
@@ -245,4 +285,5 @@ class FaceLandmarkDataModule(pl.LightningDataModule):
             "subsets": list(self.subset_names),
             "val_size": self.val_size,
             "split_seed": self.seed,
+            **({"sample": self.test_sample()} if self.test_per_subset is not None else {}),
         }

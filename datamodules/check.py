@@ -6,6 +6,8 @@
 For each split it prints the faces found against the published count, the subset counts against theirs, and
 every missing, unreadable or malformed file (annotation problems at parse time, then every image decoded in
 worker processes, with a progress bar). Exits 1 on any problem or count mismatch, 0 when all is as published.
+A root one level off (the dataset's own sub-folder, e.g. ``--root /data/AFLW2000-3D/AFLW2000``, or the data
+root) gets a one-line HINT with the folder to give instead; so does a ``--data-root`` that is a dataset's folder.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from datamodules.base import FaceSource
-from datamodules.files import DatasetError
+from datamodules.files import DatasetError, corrected_root
 from datamodules.registry import CHECKED
 
 
@@ -99,13 +101,14 @@ def check_dataset(dataset: str, root: str | Path, decode: bool = True, workers: 
                   out=sys.stdout) -> bool:
     """Check one dataset copy, print its report, return True when it is complete and readable."""
     print(f"== {dataset} at {root}", file=out)
-    ok, rows, errors = True, [], []
+    ok, rows, errors, hints = True, [], [], {}
     for split, build in sources_for(dataset, root).items():
         try:
             source = build()
         except DatasetError as error:
             rows.append([split, "all", "MISSING", "", ""])
             errors.append(str(error))
+            hints.setdefault(corrected_root(error.path, root), split)
             ok = False
             continue
         report = check_source(split, source, decode, workers)
@@ -119,6 +122,9 @@ def check_dataset(dataset: str, root: str | Path, decode: bool = True, workers: 
         print(f"  ERROR {message}", file=out)
     if len(errors) > 50:
         print(f"  ... {len(errors) - 50} more errors", file=out)
+    for better in filter(None, hints):
+        print(f"  HINT: {root} is not the folder the loader reads; run python -m datamodules.check {dataset} "
+              f"--root {better}", file=out)
     print(f"  {'OK' if ok else 'PROBLEMS FOUND'}: {dataset}", file=out)
     return ok
 
@@ -153,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"-- {name}: no {d.root(args.data_root)}, skipped")
     if not present:
         print(f"no dataset folder found under {args.data_root} (expected {[d.folder for d in CHECKED.values()]})")
+        if any(d.folder == Path(args.data_root).name for d in CHECKED.values()):
+            print(f"HINT: {args.data_root} is a dataset's own folder; give the folder that holds it: --data-root "
+                  f"{Path(args.data_root).parent}")
         return 1
     results = {name: check_dataset(name, root, decode, args.workers) for name, root in present.items()}
     failed = [name for name, ok in results.items() if not ok]

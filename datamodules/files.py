@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.io
-from PIL import Image
+from PIL import Image, ImageOps
 
 ON_ERROR = ("raise", "skip")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff")
@@ -66,12 +66,14 @@ class Problems:
             warnings.warn(self.summary(), stacklevel=3)
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, exif_orientation: bool = False) -> np.ndarray:
     """Decode an image file to (H, W, 3) uint8 RGB.
 
     Greyscale images are replicated to three channels, 16-bit images are scaled to 8 bits (value / 257),
-    palette and alpha images are converted to RGB. EXIF orientation is ignored on purpose: annotations refer
-    to the stored pixel grid. A missing, unreadable or truncated file raises :class:`DatasetError`.
+    palette and alpha images are converted to RGB. EXIF orientation is ignored by default, on purpose: dataset
+    annotations refer to the stored pixel grid. ``exif_orientation=True`` turns the image upright as a viewer
+    shows it (a camera's rotated photo; ``python -m experiments.photos``). A missing, unreadable or truncated
+    file raises :class:`DatasetError`.
     """
     path = Path(path)
     if not path.is_file():
@@ -79,6 +81,8 @@ def read_image(path: str | Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()  # decodes fully: a truncated file fails here, not later
+            if exif_orientation:
+                im = ImageOps.exif_transpose(im)
             mode = im.mode
             if mode in ("I;16", "I;16B", "I;16L", "I"):
                 array = np.asarray(im, dtype=np.float64)
@@ -127,7 +131,7 @@ def require_folder(path: str | Path, what: str, pattern: str = "*") -> Path:
     """``path`` as a folder that exists and holds at least one ``pattern`` file; clear error otherwise."""
     path = Path(path)
     if not path.is_dir():
-        raise DatasetError(path, f"{what} folder is missing")
+        raise DatasetError(path, f"{what} folder is missing" + root_hint(path, pattern=pattern))
     if next(path.glob(pattern), None) is None:
         raise DatasetError(path, f"{what} folder has no {pattern} files")
     return path
@@ -136,8 +140,49 @@ def require_folder(path: str | Path, what: str, pattern: str = "*") -> Path:
 def require_file(path: str | Path, what: str) -> Path:
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(path, f"{what} file is missing")
+        raise DatasetError(path, f"{what} file is missing" + root_hint(path))
     return path
+
+
+def corrected_root(expected: str | Path, root: str | Path | None = None, pattern: str | None = None) -> Path | None:
+    """The dataset root the user probably meant when ``expected``, a path a loader reads under ``root``, is
+    missing: a root one level off is the commonest cause, and the error should name the folder to give instead.
+
+    One level too deep (the dataset's own sub-folder given, e.g. ``.../AFLW2000`` to a loader that reads
+    ``<root>/AFLW2000/*.jpg``): the parent holds ``expected``'s path below ``root``; a root whose name is that
+    sub-folder's is this case. One level too high (the data root given): exactly one sub-folder holds it.
+    "Holds" means exists and, with a ``pattern`` (a folder's files), has a match, so that a correct root missing
+    an optional part (300W's private set) suggests nothing. None when neither fits, or when ``root`` has the
+    path's first step (a partial copy, not a wrong root). Without ``root``, the deepest existing folder above
+    ``expected`` stands for it (loaders check that their root exists first, :func:`dataset_root`).
+    """
+    expected = Path(expected)
+    root = Path(root) if root is not None else next((p for p in expected.parents if p.is_dir()), None)
+    if root is None or not expected.is_relative_to(root) or expected == root:
+        return None
+    below = expected.relative_to(root)
+    if (root / below.parts[0]).exists():
+        return None
+    if root.parent != root and _holds(root.parent / below, pattern):
+        return root.parent
+    try:
+        holders = [child for child in sorted(root.iterdir()) if child.is_dir() and _holds(child / below, pattern)]
+    except OSError:
+        return None
+    return holders[0] if len(holders) == 1 else None
+
+
+def root_hint(expected: str | Path, root: str | Path | None = None, pattern: str | None = None) -> str:
+    """A clause for a "missing" message that names the root to give instead (:func:`corrected_root`), or ""."""
+    better = corrected_root(expected, root, pattern)
+    return "" if better is None else f" (hint: give {better} as the dataset root)"
+
+
+def _holds(path: Path, pattern: str | None) -> bool:
+    """``path`` exists; with ``pattern``, it is a folder with at least one matching file."""
+    if pattern is None:
+        return path.exists()
+    return path.is_dir() and next(path.glob(pattern), None) is not None
 
 
 def load_mat(path: str | Path, names: tuple[str, ...], what: str = "MATLAB", **options) -> dict:

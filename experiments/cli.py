@@ -13,6 +13,9 @@ checkpoint overrode (``checkpoint.overrides``) and takes its method and training
 (``LandmarkModule.evaluation_hparams``: the decoder, flip test, ...) stay the command line's. LightningCLI's own
 handling of ``ckpt_path`` (the checkpoint's hyper-parameters silently replace the config's) is replaced by this.
 
+``test --save-overlays N`` also draws the first N test faces (prediction and ground truth on the crop) beside the
+evaluation record, with its failure gallery (``leaderboard.gallery``).
+
 Before the trainer is built, the annotations of the splits the command reads are parsed, so that a wrong dataset
 root or a bad annotation is reported before any logger starts. A run ends by printing where its outputs are
 (``experiments.outputs``). Run as a program, data, config and checkpoint errors are one short message
@@ -27,12 +30,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from jsonargparse.typing import NonNegativeInt
 from pytorch_lightning import Trainer
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 import experiments  # noqa: F401  (sets WANDB_MODE / NO_ALBUMENTATIONS_UPDATE defaults before the imports below)
 from datamodules.base import FaceLandmarkDataModule
-from experiments.errors import check_config_files, run_guarded
+from experiments.errors import ConfigError, check_config_files, run_guarded
 from experiments.outputs import finish_loggers, print_outputs, run_outputs
 from leaderboard.callback import EvaluationRecorder
 from lightning_modules.base import LandmarkModule
@@ -59,6 +63,15 @@ class FaceAlignmentCLI(LightningCLI):
                                  "states, build them from the checkpoint (the record lists what it overrode) "
                                  "instead of refusing the run")
 
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        """``test`` also takes ``--save-overlays N``: pictures of its first N faces beside the record."""
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand == "test":
+            parser.add_argument("--save-overlays", type=NonNegativeInt, default=0,
+                                help="write the first N test faces (crop, prediction green, ground truth red) as "
+                                     "JPEG files beside the evaluation record (<results_dir>/pictures/<record id>/)")
+        return parser
+
     def _parse_ckpt_path(self) -> None:
         """Read ``--ckpt_path`` (a missing, damaged or foreign file: one ``CheckpointError`` naming it) and keep its
         identity for :meth:`instantiate_trainer`; the config stays as given."""
@@ -83,7 +96,20 @@ class FaceAlignmentCLI(LightningCLI):
             for callback in trainer.callbacks:
                 if isinstance(callback, EvaluationRecorder):
                     callback.method = method
+        self._pass_save_overlays(trainer)
         return trainer
+
+    def _pass_save_overlays(self, trainer: Trainer) -> None:
+        """``--save-overlays N`` goes to the run's evaluation recorder (the one that knows the record's folder)."""
+        count = self.config[self.subcommand].get("save_overlays", 0) if self.subcommand == "test" else 0
+        if not count:
+            return
+        recorders = [cb for cb in trainer.callbacks if isinstance(cb, EvaluationRecorder)]
+        if not recorders:
+            raise ConfigError("--save-overlays needs the evaluation recorder: add leaderboard.callback."
+                             "EvaluationRecorder to trainer.callbacks in the config")
+        for recorder in recorders:
+            recorder.save_overlays = count
 
     def _check_checkpoint(self) -> dict[str, tuple[Any, Any]] | None:
         """The fields taken from the checkpoint (None: nothing to compare, or nothing differs)."""

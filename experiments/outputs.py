@@ -42,6 +42,8 @@ def run_outputs(trainer: pl.Trainer) -> Outputs:
                 items.append(("predictions", str(predictions)))
             except (RecordError, KeyError):  # the record names its predictions; shown as written
                 pass
+            if getattr(callback, "last_pictures", None):  # the gallery and --save-overlays pictures
+                items.append(("pictures", str(callback.last_pictures.parent)))
         if isinstance(callback, LandmarkWriter) and callback.last_file:
             items.append(("landmarks", str(callback.last_file)))
     for logger in trainer.loggers:

@@ -1,5 +1,5 @@
-"""``python -m leaderboard <command> ...``: reproduce, render, paper-tables, submit, gate (``<command> --help``
-for each)."""
+"""``python -m leaderboard <command> ...``: reproduce, render, paper-tables, submit, gate, ci-gate (``<command>
+--help`` for each)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ COMMANDS = {
     "paper-tables": "leaderboard.paper_tables",
     "submit": "leaderboard.submit",
     "gate": "leaderboard.gate",
+    "ci-gate": "leaderboard.ci_gate",
 }
 
 

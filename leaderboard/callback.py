@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from landmarks.metrics import AUC_STEP
-from leaderboard.store import git_commit, sha256_file, write_record
+from leaderboard.gallery import save_pictures
+from leaderboard.store import git_commit, load_record, sha256_file, write_record
 from lightning_modules.training import IDENTITY
 
 log = logging.getLogger(__name__)
@@ -27,13 +28,22 @@ class EvaluationRecorder(pl.Callback):
         cost_repeats: measure parameters, MACs and images/s (``leaderboard.cost``) with this many timed
             passes and store them as ``cost``; 0 skips it (the leaderboard runner turns it on).
         experiment: stored as the record's ``experiment`` (the runner's paper, experiment, test, data mode).
+        gallery_size: beside the record, pictures of this many worst and median faces by per-image NME
+            (``leaderboard.gallery``; the report pages show them); 0: none.
+        save_overlays: also pictures of the first this many test faces (``python -m experiments.cli test
+            --save-overlays N``).
     """
 
     def __init__(self, results_dir: str = "results", method: str | None = None, paper: str | None = None,
-                 cost_repeats: int = 0, experiment: dict[str, Any] | None = None) -> None:
+                 cost_repeats: int = 0, experiment: dict[str, Any] | None = None, gallery_size: int = 8,
+                 save_overlays: int = 0) -> None:
+        if gallery_size < 0 or save_overlays < 0:
+            raise ValueError(f"gallery_size and save_overlays must be >= 0, got {gallery_size}, {save_overlays}")
         self.results_dir = Path(results_dir)
         self.method, self.paper = method, paper
         self.cost_repeats, self.experiment = cost_repeats, experiment
+        self.gallery_size, self.save_overlays = gallery_size, save_overlays
+        self.last_pictures: Path | None = None
         self.last_record: Path | None = None
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
@@ -58,7 +68,8 @@ class EvaluationRecorder(pl.Callback):
         record = {
             "method": self.method or type(pl_module).__name__,
             "paper": self.paper,
-            "train_set": _overridden(pl_module).get("data.train_set.name", {}).get("checkpoint")
+            "train_set": getattr(pl_module, "trained_on", None)  # a pretrained peer names what it was trained on
+            or _overridden(pl_module).get("data.train_set.name", {}).get("checkpoint")
             or datamodule.source("train").name,
             "test_set": source.name,
             "n_images": int(len(predictions["index"])),
@@ -73,6 +84,8 @@ class EvaluationRecorder(pl.Callback):
                 "thresholds": list(pl_module.thresholds),
                 "auc_rule": f"trapezoid, grid step {AUC_STEP:g}",
                 "flip_test": bool(getattr(pl_module, "flip_test", False)),
+                # a pretrained peer's own protocol (its model file, the face box it is given inside the crop)
+                **({"peer": pl_module.peer_protocol()} if hasattr(pl_module, "peer_protocol") else {}),
             },
             "metrics": results["metrics"],
             "config": {
@@ -96,9 +109,23 @@ class EvaluationRecorder(pl.Callback):
 
             record["cost"] = model_cost(pl_module, pl_module.input_size, self.cost_repeats, pl_module.device)
         self.last_record = write_record(record, predictions, self.results_dir)
+        self.last_pictures = self._pictures(datamodule, predictions)
         # Not printed here, where it would land before Lightning's metric table: the CLI, the demo and the runner
         # print it with the run's other outputs, as their last lines.
         log.debug("evaluation record: %s", self.last_record)
+
+    def _pictures(self, datamodule: pl.LightningDataModule, predictions: dict[str, Any]) -> Path | None:
+        """The gallery and overlays of the record just written (``leaderboard.gallery``), drawn on the test
+        faces re-fetched by index; a datamodule without a cropping test dataset gets none, with a warning."""
+        if not (self.gallery_size or self.save_overlays):
+            return None
+        dataset = (getattr(datamodule, "datasets", None) or {}).get("test")
+        if not hasattr(dataset, "cropped"):
+            rank_zero_warn(f"no gallery or overlays: {type(datamodule).__name__} has no test dataset to re-fetch "
+                           f"faces from")
+            return None
+        record = load_record(self.last_record)
+        return save_pictures(self.results_dir, record, predictions, dataset, self.gallery_size, self.save_overlays)
 
 
 def _logger_info(logger: pl.loggers.Logger) -> dict[str, Any]:

@@ -1,12 +1,14 @@
 """Cost of a model: parameters, MACs per image and inference throughput, for the leaderboard's cost columns.
 
-    python -m leaderboard.cost experiments/hourglass/synthetic.yaml [--json] [--repeats 10]
+    python -m leaderboard.cost experiments/hourglass/synthetic.yaml [--json] [--repeats 10] [--no-speed]
 
 MACs come from ``torch.utils.flop_counter.FlopCounterMode`` on one forward pass of one image at the
 config's input size: it counts FLOPs of matrix multiplies and convolutions (2 per multiply-accumulate), so
 MACs = FLOPs / 2; element-wise operations (activations, normalisation) are not counted, as is usual for the
 MACs papers report. Throughput is the median of ``repeats`` timed forward passes (eval mode, no gradients,
-after warm-up) at batch 1 and 32 on the current device (CUDA when available, else CPU).
+after warm-up) at batch 1 and 32 on the current device (CUDA when available, else CPU). ``--no-speed`` counts
+parameters and MACs only: timing a 4-stack hourglass at 256 px takes minutes on a CPU, counting takes one pass.
+The object then says so (``images_per_s`` null, ``speed`` "not measured") instead of a rate of 0.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 BATCHES = (1, 32)
+NOT_MEASURED = "not measured (--no-speed)"
 
 
 def count_parameters(model: torch.nn.Module) -> int:
+    """Every parameter, trainable or not (a frozen stem still costs memory and MACs)."""
     return sum(p.numel() for p in model.parameters())
 
 
@@ -53,14 +57,20 @@ def images_per_second(model: torch.nn.Module, input_size: int, batch: int, repea
 
 
 def model_cost(model: torch.nn.Module, input_size: int, repeats: int = 10,
-               device: torch.device | str | None = None) -> dict:
-    """``params``, ``macs`` (per image), ``images_per_s`` ({batch: images/s}) and where it was measured."""
+               device: torch.device | str | None = None, speed: bool = True) -> dict:
+    """``params``, ``macs`` (per image), ``images_per_s`` ({batch: images/s}) and where it was measured.
+
+    ``speed=False`` skips the timing: ``images_per_s`` is None and ``speed`` says it was not measured, so that
+    a table shows a missing value, never a rate of 0.
+    """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = model.to(device).eval()
+    rates = {str(b): images_per_second(model, input_size, b, repeats, device) for b in BATCHES} if speed else None
     return {
         "params": count_parameters(model),
         "macs": count_macs(model, input_size, device),
-        "images_per_s": {str(b): images_per_second(model, input_size, b, repeats, device) for b in BATCHES},
+        "images_per_s": rates,
+        "speed": f"median of {repeats} timed forward passes" if speed else NOT_MEASURED,
         "input_size": input_size,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
@@ -68,13 +78,13 @@ def model_cost(model: torch.nn.Module, input_size: int, repeats: int = 10,
     }
 
 
-def config_cost(config: str, repeats: int = 10, overrides: list[str] | None = None) -> dict:
+def config_cost(config: str, repeats: int = 10, overrides: list[str] | None = None, speed: bool = True) -> dict:
     """The cost of the model a LightningCLI config builds (its input size linked from the data)."""
     from experiments.cli import main as cli_main
 
     cli = cli_main(["--config", config, *(overrides or [])], run=False)
     return {"config": config, "model": type(cli.model).__name__} | model_cost(cli.model, cli.model.input_size,
-                                                                              repeats)
+                                                                              repeats, speed=speed)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,16 +92,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", help="a LightningCLI experiment config")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--repeats", type=int, default=10, help="timed forward passes per batch size")
+    parser.add_argument("--no-speed", action="store_true", help="parameters and MACs only, no timing")
     args, overrides = parser.parse_known_args(argv)
-    cost = config_cost(args.config, args.repeats, overrides)
+    cost = config_cost(args.config, args.repeats, overrides, speed=not args.no_speed)
     if args.json:
         print(json.dumps(cost))
         return 0
     print(f"{cost['model']} ({args.config}), {cost['input_size']} px input, on {cost['device']}")
     print(f"  parameters     {cost['params'] / 1e6:.3f} M")
     print(f"  MACs / image   {cost['macs'] / 1e9:.3f} G   ({cost['macs_rule']})")
-    for batch, rate in cost["images_per_s"].items():
+    for batch, rate in (cost["images_per_s"] or {}).items():
         print(f"  images/s       {rate:.1f} at batch {batch}")
+    if cost["images_per_s"] is None:
+        print(f"  images/s       {cost['speed']}")
     return 0
 
 

@@ -75,7 +75,20 @@ class Table:
 @dataclass
 class Figure:
     caption: str
-    path: Path  # relative to the output folder
+    path: Path  # relative to the output folder (PNG or JPEG)
+
+
+@dataclass
+class FigureGroup:
+    """Pictures under one sub-heading of a section, after its CED plots: per-landmark error figures, a method's
+    failure gallery, training curves. ``rows`` are (label, figures): each row starts on a new line (a gallery's
+    worst faces, then its median ones), under its label when it has one. ``kind`` sizes them: "plots" at the
+    width the figures are drawn for, "faces" as a strip of small face crops (one gallery row fits a line)."""
+
+    title: str
+    rows: list[tuple[str, list[Figure]]] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)  # what the pictures show and how, or why one is missing
+    kind: Literal["plots", "faces"] = "plots"
 
 
 @dataclass
@@ -90,6 +103,7 @@ class Section:
     tables: list[Table] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
     figures_title: str = "CED curves"
+    groups: list[FigureGroup] = field(default_factory=list)  # more pictures, after the figures
     notes: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     # How each table's title shows: "heading" (a sub-heading: leaderboards), "bold" (a bold line: the demo's
@@ -145,11 +159,24 @@ def to_markdown(doc: Document) -> str:
         if s.figures:
             parts += [f"### {s.figures_title}", ""] + [f"![{f.caption}]({f.path.as_posix()})" for f in s.figures]
             parts += [""]
+        for group in s.groups:
+            parts += _md_group(group)
         if s.notes:
             parts += ["**Notes**", ""] + [f"- {n}" for n in s.notes] + [""]
         if s.sources:
             parts += ["**Records**", ""] + [f"- {src}" for src in s.sources] + [""]
     return "\n".join(parts)
+
+
+def _md_group(group: FigureGroup) -> list[str]:
+    """A figure group: its lines as bullets, each row under its bold label; a row of faces on one line (GitHub
+    shows them side by side), plots one per line."""
+    parts = [f"### {group.title}", ""] + [f"- {line}" for line in group.lines] + ([""] if group.lines else [])
+    for label, figures in group.rows:
+        parts += [f"**{label}**", ""] if label else []
+        images = [f"![{f.caption}]({f.path.as_posix()})" for f in figures]
+        parts += ([" ".join(images)] if group.kind == "faces" else images) + [""]
+    return parts
 
 
 # --- LaTeX ------------------------------------------------------------------------------------------------------
@@ -248,7 +275,10 @@ tbody tr.section th { text-align: left; font-style: italic; background: #eef2f7;
 .warning { background: #fde2e1; border: 2px solid #c0392b; color: #922; font-weight: bold; padding: 0.6em 1em; }
 .plots { display: flex; flex-wrap: wrap; gap: 1em; } figure { margin: 0; flex: 0 1 560px; } img { max-width: 100%; }
 figcaption { font-size: 0.85em; color: #555; } .notes li, .tablenotes { color: #444; font-size: 0.9em; }
+.faces { display: flex; flex-wrap: wrap; gap: 6px; margin-bottom: 0.8em; } .faces figure { flex: 0 0 160px; }
+.faces img { width: 160px; height: auto; } .faces figcaption { font-size: 0.75em; } .rowlabel { margin: 0.4em 0; }
 """
+MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 
 
 def html_table(table: Table, title: str = "heading") -> str:
@@ -270,11 +300,26 @@ def html_table(table: Table, title: str = "heading") -> str:
             f"\n</tbody>\n</table></div>{notes}")
 
 
-def html_figure(caption: str, png: bytes) -> str:
-    """A PNG inlined as a data URI, so the page stands alone."""
+def html_figure(caption: str, png: bytes, mime: str = "image/png") -> str:
+    """A PNG (or another ``mime`` image) inlined as a data URI, so the page stands alone."""
     data = base64.b64encode(png).decode("ascii")
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
+    return (f'<figure><img src="data:{mime};base64,{data}" alt="{html.escape(caption)}">'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def html_group(group: FigureGroup, out_dir: Path) -> list[str]:
+    """A figure group: heading, lines, then each row (its label, its pictures inlined)."""
+    e = html.escape
+    parts = [f"<h3>{e(group.title)}</h3>"]
+    if group.lines:
+        parts += ['<ul class="notes">'] + [f"<li>{html_inline(x)}</li>" for x in group.lines] + ["</ul>"]
+    for label, figures in group.rows:
+        if label:
+            parts.append(f'<p class="rowlabel"><b>{e(label)}</b></p>')
+        parts += [f'<div class="{group.kind}">']
+        parts += [html_figure(f.caption, (out_dir / f.path).read_bytes(), MIME.get(f.path.suffix.lower(), "image/png"))
+                  for f in figures] + ["</div>"]
+    return parts
 
 
 def to_html(doc: Document, out_dir: Path) -> str:
@@ -302,6 +347,8 @@ def to_html(doc: Document, out_dir: Path) -> str:
         if s.figures:
             parts += [f"<h3>{e(s.figures_title)}</h3>", '<div class="plots">']
             parts += [html_figure(f.caption, (out_dir / f.path).read_bytes()) for f in s.figures] + ["</div>"]
+        for group in s.groups:
+            parts += html_group(group, out_dir)
         if s.notes:
             parts += ["<h3>Notes</h3>", '<ul class="notes">'] + [f"<li>{html_inline(n)}</li>" for n in s.notes]
             parts += ["</ul>"]

@@ -11,12 +11,14 @@ before ``@``) or by exact metric (``fr@0.08=1``, which wins over its kind); kind
 of :data:`DEFAULT_TOLERANCES`. ``--abs-tol PP`` is one tolerance for every metric in percentage points (an
 AUC is compared as a percentage: ``--abs-tol 0.5`` lets AUC fall by 0.005); ``--tol`` wins over it.
 
-The two records must be of the same test-set identity: the same test set name, image count and image set (the
-digest of the sorted image ids, ``leaderboard.store.image_set``; a record written before records carried it
-gets it from its predictions beside it, and where they are absent only the name and count are compared, which
-the output says), and the same protocol (layout, crop, input size, annotation), with every subset of the
-baseline. Prints a table of every compared value and exits 1 on a regression, 2 when the records cannot be
-compared.
+The two records must be of the same test-set identity: the same test set name, the same sample of it
+(``protocol.sample``: faces per subset, seed and the digest of the chosen ids, ``datamodules.sample``; or both
+of every face), image count and image set (the digest of the sorted image ids, ``leaderboard.store.image_set``; a
+record written before records carried it gets it from its predictions beside it, and where they are absent only
+the name and count are compared, which the output says), and the same protocol (layout, crop, input size,
+annotation), with every subset of the baseline. Prints a table of every compared value and exits 1 on a
+regression, 2 when the records cannot be compared. ``python -m leaderboard ci-gate`` (``leaderboard.ci_gate``)
+evaluates a checkpoint and gates its record in one go, with these tolerances and this table.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ def check_same_test_set(record: dict[str, Any], baseline: dict[str, Any]) -> tup
     without its predictions), else None."""
     if record["test_set"] != baseline["test_set"]:
         raise ValueError(f"different test sets: {record['test_set']!r} vs baseline {baseline['test_set']!r}")
+    check_same_sample(record["protocol"].get("sample"), baseline["protocol"].get("sample"))
     keys = [_identity(r) for r in (record, baseline)]
     new, old = (str(k) if k else f"{r['test_set']} ({r['n_images']} images)" for k, r in zip(
         keys, (record, baseline), strict=True))
@@ -84,6 +87,32 @@ def check_same_test_set(record: dict[str, Any], baseline: dict[str, Any]) -> tup
         return old, (f"{which} was written before records carried an image set and its predictions are not "
                      f"beside it: only the test set's name and image count ({record['n_images']}) were compared")
     return old, None
+
+
+def sample_words(sample: dict[str, Any] | None) -> str:
+    """A sample in words, for messages and table titles: ``20 faces per subset, seed 0 (131 faces, ids
+    1a2b3c4d5e6f)``, or ``every test face (no sample)`` for None."""
+    if not sample:
+        return "every test face (no sample)"
+    digest = str(sample.get("digest", "")).removeprefix("sha256:")[:12]
+    return (f"{sample.get('per_subset')} faces per subset, seed {sample.get('seed')} ({sample.get('n_images')} "
+            f"faces, ids {digest})")
+
+
+def check_same_sample(sample: dict[str, Any] | None, baseline: dict[str, Any] | None) -> None:
+    """Raise ValueError unless both are the same sample of a test set (``protocol.sample``: N faces per subset, the
+    seed and the digest of the chosen ids), or both None (every face)."""
+    if sample != baseline:
+        raise ValueError(f"different samples of the test set: {sample_words(sample)} vs baseline "
+                         f"{sample_words(baseline)}; numbers on other faces are not comparable")
+
+
+def check_same_protocol(protocol: dict[str, Any], baseline: dict[str, Any]) -> None:
+    """Raise ValueError unless both protocols agree on :data:`COMPARED_PROTOCOL` (layout, crop, input size,
+    annotation). Compare JSON-read protocols (lists, not tuples): records store them so."""
+    for key in COMPARED_PROTOCOL:
+        if protocol.get(key) != baseline.get(key):
+            raise ValueError(f"different protocol {key!r}: {protocol.get(key)!r} vs baseline {baseline.get(key)!r}")
 
 
 def _identity(record: dict[str, Any]) -> ImageSetIdentity | None:
@@ -103,10 +132,7 @@ def compare(record: dict, baseline: dict, normalizer: str | None = None, metrics
     it regressed. ``frame.attrs``: ``test_set`` (in words) and ``caveat`` (what could not be checked, or None:
     :func:`check_same_test_set`)."""
     test_set, caveat = check_same_test_set(record, baseline)
-    for key in COMPARED_PROTOCOL:
-        if record["protocol"].get(key) != baseline["protocol"].get(key):
-            raise ValueError(f"different protocol {key!r}: {record['protocol'].get(key)!r} vs baseline "
-                             f"{baseline['protocol'].get(key)!r}")
+    check_same_protocol(record["protocol"], baseline["protocol"])
     normalizer = normalizer or baseline["protocol"]["primary_normalizer"]
     if normalizer not in record["metrics"] or normalizer not in baseline["metrics"]:
         raise ValueError(f"normaliser {normalizer!r} is not in both records")
@@ -157,11 +183,9 @@ def _tolerance_words(tolerance: Tolerance, metrics: list[str]) -> str:
     return "; ".join(parts) + relative
 
 
-def main(argv: list[str] | None = None) -> int:
+def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that say what is compared and how far it may move (``gate`` and ``ci-gate`` share them)."""
     defaults = " ".join(f"{k}={v:g}" for k, v in DEFAULT_TOLERANCES.items())
-    parser = argparse.ArgumentParser(prog="python -m leaderboard gate", description=__doc__.splitlines()[0])
-    parser.add_argument("--record", required=True, type=Path, help="the new evaluation record (JSON)")
-    parser.add_argument("--baseline", required=True, type=Path, help="the baseline record (JSON)")
     parser.add_argument("--normalizer", help="default: the baseline's primary normaliser")
     parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS))
     parser.add_argument("--tol", nargs="+", action="extend", default=[], metavar="METRIC=VALUE",
@@ -173,20 +197,51 @@ def main(argv: list[str] | None = None) -> int:
                              "percentage: 0.5 lets AUC fall by 0.005); --tol wins over it")
     parser.add_argument("--rel-tol", type=float, default=0.0,
                         help="relative tolerance, a fraction of |baseline| (default 0); the larger one applies")
+
+
+def tolerance_of(args: argparse.Namespace) -> Tolerance:
+    """The tolerance the options of :func:`add_gate_arguments` state (ValueError for a malformed ``--tol``)."""
+    return Tolerance(parse_tolerances(args.tol, args.abs_tol), args.rel_tol)
+
+
+def moved(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of :func:`compare`'s table whose value changed (a value that became or stopped being NaN
+    included), regressions first: what a CI log shows."""
+    nan_changed = table["baseline"].isna() != table["new"].isna()
+    rows = table[(table["change"].fillna(0) != 0) | nan_changed]
+    return rows.sort_values("status", key=lambda s: s != "REGRESSED", kind="stable")
+
+
+def report(record: dict[str, Any], baseline: dict[str, Any], table: pd.DataFrame, normalizer: str | None,
+           tolerance: Tolerance, metrics: list[str], only_moved: bool = False, title: str = "Gate") -> int:
+    """Print the gate's verdict (title, tolerances, caveat, the table: every compared value, or with
+    ``only_moved`` those that moved) and return the exit status: 1 on a regression, else 0."""
+    normalizer = normalizer or baseline["protocol"]["primary_normalizer"]
+    print(f"# {title}: {record['method']} vs baseline {baseline['method']} on {table.attrs['test_set']} "
+          f"({normalizer})\n\nTolerances: {_tolerance_words(tolerance, metrics)}\n")
+    if table.attrs["caveat"]:
+        print(f"Note: {table.attrs['caveat']}\n")
+    shown = moved(table) if only_moved else table
+    if len(shown):
+        print(shown.to_markdown(index=False, floatfmt=".4g"))
+    regressed = table[table["status"] == "REGRESSED"]
+    what = f"{len(shown)} of {len(table)} compared values moved" if only_moved else \
+        f"{len(table)} compared values"
+    print(f"\n{len(regressed)} regression(s) in {what}")
+    return 1 if len(regressed) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m leaderboard gate", description=__doc__.splitlines()[0])
+    parser.add_argument("--record", required=True, type=Path, help="the new evaluation record (JSON)")
+    parser.add_argument("--baseline", required=True, type=Path, help="the baseline record (JSON)")
+    add_gate_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        tolerance = Tolerance(parse_tolerances(args.tol, args.abs_tol), args.rel_tol)
+        tolerance = tolerance_of(args)
         record, baseline = load_record(args.record), load_record(args.baseline)
         table = compare(record, baseline, args.normalizer, tuple(args.metrics), tolerance)
     except (RecordError, ValueError, KeyError) as error:
         print(f"gate: cannot compare: {error}", file=sys.stderr)
         return 2
-    normalizer = args.normalizer or baseline["protocol"]["primary_normalizer"]
-    print(f"# Gate: {record['method']} vs baseline {baseline['method']} on {table.attrs['test_set']} "
-          f"({normalizer})\n\nTolerances: {_tolerance_words(tolerance, args.metrics)}\n")
-    if table.attrs["caveat"]:
-        print(f"Note: {table.attrs['caveat']}\n")
-    print(table.to_markdown(index=False, floatfmt=".4g"))
-    regressed = table[table["status"] == "REGRESSED"]
-    print(f"\n{len(regressed)} regression(s) in {len(table)} compared values")
-    return 1 if len(regressed) else 0
+    return report(record, baseline, table, args.normalizer, tolerance, args.metrics)

@@ -64,7 +64,11 @@ def ced_figure(curves: Mapping[str, np.ndarray], max_threshold: float = 0.10, ti
 def plot_ced(curves: Mapping[str, np.ndarray], path: Path, max_threshold: float = 0.10, title: str = "",
              xlabel: str = "NME", ylabel: str = "fraction of images", styles: Styles | None = None) -> Path:
     """:func:`ced_figure` written atomically as a PNG at ``path``."""
-    fig = ced_figure(curves, max_threshold, title, xlabel, ylabel, styles)
+    return write_png(ced_figure(curves, max_threshold, title, xlabel, ylabel, styles), path)
+
+
+def write_png(fig: plt.Figure, path: Path) -> Path:
+    """A figure saved atomically as a PNG at ``path`` (replacing it: figures are derived views) and closed."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     plt.close(fig)

@@ -2,7 +2,7 @@
 
     python -m leaderboard render --results DIR [--results DIR2 ...] --out OUTDIR [--normalizer N]
                                  [--thresholds 0.08 0.1] [--baseline METHOD] [--bootstrap 2000] [--seed 0]
-                                 [--title T]
+                                 [--title T] [--no-pictures]
 
 Layout. Records are collected from every ``--results`` folder and from every ``records`` folder below it
 (``--results results/reproduce`` finds each experiment's folder). One leaderboard per test-set identity: its
@@ -17,6 +17,12 @@ computed, a table of the full test set
 test against a baseline), a compact "NME by subset" table when the test set has subsets, and one CED plot per
 subset. Written to ``OUTDIR/leaderboard.{md,tex,html}`` and ``OUTDIR/plots/*.png``; these are derived views,
 so re-rendering replaces them.
+
+Pictures (the command's default; ``--no-pictures`` leaves them out; off by default for callers of
+:func:`render_leaderboards`): each test set's section also shows every method's per-landmark error on the mean
+face (``OUTDIR/landmarks/``) and its failure gallery, the worst and median faces the evaluation recorder saved
+beside the record (copied to ``OUTDIR/gallery/``), and a last section draws the training curves of every
+training behind the records (``OUTDIR/curves/``). ``leaderboard.pictures`` says how each is computed.
 
 Statistics. Every number is re-scored from the stored per-image predictions, with bootstrap intervals and a
 paired test against a baseline; ``leaderboard.board`` says exactly how.
@@ -44,6 +50,7 @@ from leaderboard.entries import (
     keep_newest,
     load_usable,
 )
+from leaderboard.pictures import curves_section
 from leaderboard.sections import build_section, identity_titles
 
 __all__ = ["NoRecordsError", "collect_entries", "keep_newest", "leaderboard_frame", "load_usable", "main",
@@ -53,21 +60,24 @@ __all__ = ["NoRecordsError", "collect_entries", "keep_newest", "leaderboard_fram
 def render_leaderboards(results_dirs: list[Path], out_dir: Path, normalizer: str | None = None,
                         thresholds: Sequence[float] | None = None, baseline: str | None = None, n_boot: int = 2000,
                         seed: int = 0, title: str = "Leaderboard", before: Sequence[Section] = (),
-                        say: Callable[[str], None] | None = print) -> dict[str, Path]:
+                        say: Callable[[str], None] | None = print, pictures: bool = False) -> dict[str, Path]:
     """Render every test set's leaderboard found under ``results_dirs`` into ``out_dir``; returns the paths
     ``{"markdown", "latex", "html"}``. ``before``: sections placed first (the runner's paper tables). ``say``
     is given each notice that a newer record replaced an older one (default: printed, so every command that
-    renders says it; None: silent). Raises :class:`NoRecordsError` when there is no record."""
+    renders says it; None: silent). ``pictures``: per-landmark errors and failure galleries in each test set's
+    section, and a last section of training curves (``leaderboard.pictures``). Raises :class:`NoRecordsError`
+    when there is no record."""
     sections, notes = leaderboard_sections(results_dirs, out_dir, normalizer, thresholds, baseline, n_boot, seed,
-                                           say)
+                                           say, pictures)
     return write_document(Document(title, [*before, *sections], notes=notes), out_dir, "leaderboard")
 
 
 def leaderboard_sections(results_dirs: list[Path], out_dir: Path, normalizer: str | None = None,
                          thresholds: Sequence[float] | None = None, baseline: str | None = None, n_boot: int = 2000,
-                         seed: int = 0, say: Callable[[str], None] | None = None) -> tuple[list[Section], list[str]]:
+                         seed: int = 0, say: Callable[[str], None] | None = None,
+                         pictures: bool = False) -> tuple[list[Section], list[str]]:
     """One section per test-set identity (CED plots written under ``out_dir/plots``) and the page's notes;
-    ``say`` gets each replacement notice."""
+    ``say`` gets each replacement notice. ``pictures``: see :func:`render_leaderboards`."""
     out_dir = Path(out_dir)
     entries, notes = collect_entries([Path(d) for d in results_dirs])
     if not entries:
@@ -79,18 +89,20 @@ def leaderboard_sections(results_dirs: list[Path], out_dir: Path, normalizer: st
     notes += unknown
     groups = group_by_identity(entries)
     titles = identity_titles(groups)
-    sections = []
+    sections, shown = [], []
     for key, group in groups.items():
         group, replaced = keep_newest(group)
         section = build_section(titles[key], group, out_dir, normalizer, thresholds, baseline, n_boot, seed,
-                                replaced)
+                                replaced, pictures)
         if section is None:
             notes.append(f"{titles[key]}: no record could be scored under normaliser {normalizer}; left out.")
             continue
         sections.append(section)
+        shown += group
         for line in replaced if say else ():
             say(f"render: {titles[key]}: {line}")
-    return sections, notes
+    curves = curves_section(shown, out_dir) if pictures else None
+    return sections + ([curves] if curves is not None else []), notes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,10 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     parser.add_argument("--title", default="Leaderboard")
+    parser.add_argument("--no-pictures", action="store_true",
+                        help="leave out the per-landmark errors, failure galleries and training curves")
     args = parser.parse_args(argv)
     try:
         paths = render_leaderboards(args.results, args.out, args.normalizer, args.thresholds, args.baseline,
-                                    args.bootstrap, args.seed, args.title, say=print)
+                                    args.bootstrap, args.seed, args.title, say=print, pictures=not args.no_pictures)
     except (NoRecordsError, ValueError) as error:
         print(f"render: {error}", file=sys.stderr)
         return 2

@@ -19,7 +19,8 @@ start from its checkpoint, ``init_from``), and for each of its seeds (``seeds``)
    record + predictions (``EvaluationRecorder``) under ``<results>/<paper>/<data>/``, with the experiment, its
    seed, the stage-1 link, the world size, the total batch and the model's cost (parameters, MACs, images/s);
 3. render the paper's tables (reported / reproduced / difference, ``leaderboard.paper_tables``) and the
-   per-dataset leaderboards with CED plots (``leaderboard.render``).
+   per-dataset leaderboards with CED plots, per-landmark errors, failure galleries and training curves
+   (``leaderboard.render``, ``leaderboard.pictures``).
 
 Resumable, per seed: a test with a record is skipped, a finished fit (``fit.json`` beside its checkpoints) is
 not repeated, and an interrupted fit resumes from its ``last.ckpt``; ``--only stage2`` also runs (or reuses)
@@ -438,7 +439,7 @@ def render_outputs(manifest: Manifest, opts: RunOptions) -> dict[str, Path]:
     outputs = write_document(tables, folder / "tables", "tables")
     copy_figures(tables.sections, folder / "tables", folder / "report")  # the report repeats these sections
     boards = render_leaderboards([folder], folder / "report", title=f"{manifest.title} ({opts.data} data)",
-                                 before=tables.sections)
+                                 before=tables.sections, pictures=True)
     return {f"tables {kind}": path for kind, path in outputs.items()} | \
         {f"report {kind}": path for kind, path in boards.items()}
 

@@ -35,6 +35,7 @@ from leaderboard.entries import (
     primary_normalizer,
     subsets_of,
 )
+from leaderboard.pictures import picture_groups
 from leaderboard.plots import plot_ced
 from leaderboard.store import ImageSetIdentity
 from leaderboard.words import protocol_words
@@ -204,11 +205,12 @@ def identity_titles(groups: Mapping[ImageSetIdentity, Sequence[Entry]]) -> dict[
 
 def build_section(title: str, entries: Sequence[Entry], out_dir: Path, normalizer: str | None = None,
                   thresholds: Sequence[float] | None = None, baseline: str | None = None, n_boot: int = 2000,
-                  seed: int = 0, replaced: Sequence[str] = ()) -> Section | None:
+                  seed: int = 0, replaced: Sequence[str] = (), pictures: bool = False) -> Section | None:
     """The leaderboard of one test-set identity under ``title`` (:func:`identity_titles`; its CED plots
     written under ``out_dir/plots``); None when no entry can be scored. ``entries``: one identity's, with
     distinct labels (``leaderboard.entries.keep_newest``, whose notes are ``replaced``: shown above the
-    tables)."""
+    tables). ``pictures``: also each method's per-landmark error and failure gallery
+    (``leaderboard.pictures``)."""
     section = Section(title, slug(title))
     section.lines = [f"**Replaced:** {note}" for note in replaced]
     norm = normalizer or primary_normalizer(entries)
@@ -230,6 +232,8 @@ def build_section(title: str, entries: Sequence[Entry], out_dir: Path, normalize
     if len(subsets) > 1:
         section.tables.append(marked_table("NME by subset (%) [95% CI]", format_subsets(by_subset, subsets), order))
     section.figures = _plots(title, order, list(full.index), norm, subsets, thresholds, out_dir)
+    if pictures:
+        section.groups = picture_groups(order, norm, out_dir)
     section.notes += _protocol(order)[1] + [n for e in order for n in _expected_notes(e, by_subset, subsets)]
     section.sources = [_source(e) for e in order]
     return section

@@ -2,7 +2,10 @@
 reports each split against the published sizes, names unreadable files, and `all` walks DATA_ROOT."""
 
 import io
+import re
+from functools import partial
 
+import pytest
 from dataset_files import (
     cofw68_folder,
     make_300w,
@@ -15,7 +18,8 @@ from dataset_files import (
 )
 from dataset_files import faces as wflw_faces
 
-from datamodules import check, registry
+from datamodules import aflw2000, check, registry, wflw
+from datamodules.files import DatasetError
 
 
 def run(dataset, root):
@@ -55,3 +59,38 @@ def test_checker_on_wflw(wflw_tree):
     ok, text = run("wflw", root)
     assert not ok and "7500" in text and "2500" in text and "MISMATCH" in text
     assert len(data["test"]) == len(wflw_faces()["test"])
+
+
+def test_a_root_one_level_off_gets_the_folder_to_give(tmp_path, aflw2000_shapes, capsys):
+    """The dataset's own sub-folder (too deep) or the data root (too high), for two datasets: the checker prints
+    the folder the test wrote the dataset to; a correct root, even one missing 300W's optional private set
+    (read from ``<root>/300W/...``, which a root named 300W must not mistake for itself), gets no hint."""
+    shapes, yaw = aflw2000_shapes
+    data = tmp_path / "data"
+    aflw2000, w300 = data / "AFLW2000-3D", make_300w(data / "300W")
+    make_aflw2000(aflw2000, shapes, yaw, pick_faces(yaw))
+    for dataset, given, meant in [("aflw2000", aflw2000 / "AFLW2000", aflw2000), ("aflw2000", data, aflw2000),
+                                  ("300w", w300 / "afw", w300), ("300w", data, w300)]:
+        ok, text = run(dataset, given)
+        hints = [line for line in text.splitlines() if "HINT" in line]
+        assert not ok and len(hints) == 1 and hints[0].endswith(f"--root {meant}"), (dataset, given, text)
+    for dataset, given in [("aflw2000", aflw2000), ("300w", w300), ("300w", tmp_path)]:
+        assert "HINT" not in run(dataset, given)[1], (dataset, given)
+    assert check.main(["all", "--data-root", str(w300), "--workers", "0", "--no-decode"]) == 1
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith(f"--data-root {data}")
+
+
+def test_the_loaders_missing_folder_errors_name_the_root_to_give(tmp_path, wflw_tree, aflw2000_shapes):
+    """The datamodules' own errors (``require_folder`` / ``require_file``) carry the same hint."""
+    root, _ = wflw_tree
+    shapes, yaw = aflw2000_shapes
+    make_aflw2000(tmp_path / "AFLW2000-3D", shapes, yaw, pick_faces(yaw))
+    for build, given, meant in [(partial(wflw.wflw_source, split="test"), root / "WFLW_images", root),
+                                (aflw2000.aflw2000_source, tmp_path / "AFLW2000-3D" / "AFLW2000",
+                                 tmp_path / "AFLW2000-3D"),
+                                (aflw2000.aflw2000_source, tmp_path, tmp_path / "AFLW2000-3D")]:
+        with pytest.raises(DatasetError, match=re.escape(f"(hint: give {meant} as the dataset root)")):
+            build(given, check_counts=False)
+    with pytest.raises(DatasetError) as error:
+        wflw.wflw_source(tmp_path / "AFLW2000-3D", "test", check_counts=False)
+    assert "hint" not in str(error.value)

@@ -1,9 +1,10 @@
 """House rules checked over the whole source tree, so that they cannot rot unnoticed:
 
 - every third-party module the code imports is declared in ``pyproject.toml``: what the packages
-  (``[tool.setuptools.packages.find]``) import, in ``[project] dependencies``; what tests, benchmarks and tools
-  import, there or in the ``dev`` extra. Packages a library reaches only on an optional path (pandas'
-  ``to_markdown`` needs tabulate, its ``Styler`` jinja2; Lightning's ``WandbLogger`` wandb, ``LightningCLI``
+  (``[tool.setuptools.packages.find]``) import, in ``[project] dependencies``, or in an optional extra (``peers``)
+  where every import of it is inside a function, so that the packages import without the extra; what tests,
+  benchmarks and tools import, there or in the ``dev`` extra. Packages a library reaches only on an optional path
+  (pandas' ``to_markdown`` needs tabulate, its ``Styler`` jinja2; Lightning's ``WandbLogger`` wandb, ``LightningCLI``
   jsonargparse) and modules that configs name by ``class_path`` count as imports;
 - no non-test source file is longer than 500 lines (DESIGN.md).
 
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MAX_LINES = 500
 
 # Import names whose distribution is named otherwise; every other name is its own distribution name (PEP 503).
-DISTRIBUTION = {"yaml": "pyyaml", "cv2": "opencv-python-headless", "PIL": "pillow"}
+DISTRIBUTION = {"yaml": "pyyaml", "cv2": "opencv-python-headless", "PIL": "pillow", "dlib": "dlib-bin"}
 
 # Distributions a library needs only on an optional path, found by a pattern in the source text.
 OPTIONAL_PATHS = {
@@ -85,6 +86,14 @@ def imported_modules(source: str) -> set[str]:
     return {name.split(".")[0] for name in names}
 
 
+def eager_modules(source: str) -> set[str]:
+    """Top-level names that ``source`` imports when it is imported: its imports outside functions and classes."""
+    tree = ast.parse(source)
+    tree.body = [node for node in tree.body if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef,
+                                                                     ast.ClassDef))]
+    return imported_modules(ast.unparse(tree))
+
+
 def class_path_modules(config: object) -> set[str]:
     """Top-level modules of every ``class_path`` in a loaded YAML config."""
     if isinstance(config, dict):
@@ -129,10 +138,15 @@ def undeclared(root: Path) -> dict[str, dict[str, set[str]]]:
     packages = sorted({p.relative_to(root).parts[0] for p in production})
     configs = [config for package in packages for config in sorted((root / package).rglob("*.yaml"))]
     declared = requirement_names(project["project"]["dependencies"])
-    dev = declared | requirement_names(project["project"].get("optional-dependencies", {}).get("dev", []))
+    extras = project["project"].get("optional-dependencies", {})
+    optional = set().union(*(requirement_names(r) for name, r in extras.items() if name != "dev"))
+    eager = {normalize(DISTRIBUTION.get(m, m)) for p in production  # imported when the packages are imported
+             for m in eager_modules(p.read_text(encoding="utf-8")) - local - set(sys.stdlib_module_names)}
+    dev = declared | optional | requirement_names(extras.get("dev", []))
     missing = {"dependencies": needed(production, local, configs),
                "dev": needed([p for p in files if not is_package(p)], local)}
-    return {"dependencies": {d: f for d, f in missing["dependencies"].items() if d not in declared},
+    return {"dependencies": {d: f for d, f in missing["dependencies"].items()
+                             if d not in declared and (d not in optional or d in eager)},
             "dev": {d: f for d, f in missing["dev"].items() if d not in dev}}
 
 
@@ -189,3 +203,20 @@ def test_no_source_file_outside_tests_is_longer_than_500_lines():
     assert len(counts) > 30 and "leaderboard/render.py" in counts  # the walk reaches the packages
     too_long = {path: n for path, n in counts.items() if n > MAX_LINES}
     assert not too_long, f"split these files along their seams (at most {MAX_LINES} lines each): {too_long}"
+
+
+def test_an_optional_extra_covers_only_imports_inside_functions(tmp_path):
+    """A package's import of an extra's module must be lazy: imported at module level it is missing from a plain
+    install, whichever extra names it."""
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "lazy.py").write_text("def f():\n    import dlib\n    return dlib\n")
+    (tmp_path / "pkg" / "eager.py").write_text("import numpy\n\nclass A:\n    def g(self):\n        import scipy\n")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_x.py").write_text("import pytest\ndlib = pytest.importorskip('dlib')\n")
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\ndependencies = []\n[project.optional-dependencies]\ndev = ["pytest"]\n'
+        'peers = ["dlib-bin", "numpy", "scipy"]\n[tool.setuptools.packages.find]\ninclude = ["pkg*"]\n')
+    missing = undeclared(tmp_path)
+    assert {d: sorted(f) for d, f in missing["dependencies"].items()} == {"numpy": ["eager.py"]}
+    assert missing["dev"] == {}
+    assert eager_modules("import a\nfrom b import c\ndef f():\n    import d\nclass E:\n    import g\n") == {"a", "b"}

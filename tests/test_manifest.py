@@ -223,8 +223,11 @@ def test_mhhn_grid_is_the_four_variants_on_the_four_benchmarks(monkeypatch):
         assert experiment.method == variants[experiment.variant]
         assert [(t.name, t.dataset, t.synthetic) for t in experiment.tests] == [tests[experiment.dataset]]
     configs = composed("mhhn", monkeypatch, "synthetic")
+    peers = {name for name, c in configs.items() if "codec" not in c.model.init_args}
+    assert peers == {"dlib-peer-300w"}  # the pretrained peer: no MHHN arguments, no training
+    assert configs["dlib-peer-300w"].model.class_path == "lightning_modules.peers.dlib_ert.DlibERTModule"
     codec = {name: (c.model.init_args.mcg, c.model.init_args.loss, c.model.init_args.codec.decoder)
-             for name, c in configs.items()}
+             for name, c in configs.items() if name not in peers}
     assert codec["hgs-300w"] == ("none", "mse", "argmax_integer")  # MHHN's HGs rows traverse the heatmap
     assert codec["hgs-hsr-cofw"] == ("none", "sdl", "sdt") and codec["mhhn-wflw"] == ("all", "sdl", "sdt")
     assert configs["hgs-wflw"].data.init_args.layout == "wflw_98"  # the WFLW stand-in has 98 points
