@@ -66,9 +66,13 @@ def model_cost(model: torch.nn.Module, input_size: int, repeats: int = 10,
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = model.to(device).eval()
     rates = {str(b): images_per_second(model, input_size, b, repeats, device) for b in BATCHES} if speed else None
+    # A model that works outside torch (a pretrained peer such as dlib's trees) has nothing torch can count:
+    # its parameters and MACs are unknown (None, a "—" in tables), never 0. Its speed is still measured.
+    outside = getattr(model, "cost_outside_torch", None)
     return {
-        "params": count_parameters(model),
-        "macs": count_macs(model, input_size, device),
+        "params": None if outside else count_parameters(model),
+        "macs": None if outside else count_macs(model, input_size, device),
+        **({"not_counted": outside} if outside else {}),
         "images_per_s": rates,
         "speed": f"median of {repeats} timed forward passes" if speed else NOT_MEASURED,
         "input_size": input_size,
@@ -99,8 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(cost))
         return 0
     print(f"{cost['model']} ({args.config}), {cost['input_size']} px input, on {cost['device']}")
-    print(f"  parameters     {cost['params'] / 1e6:.3f} M")
-    print(f"  MACs / image   {cost['macs'] / 1e9:.3f} G   ({cost['macs_rule']})")
+    if cost["params"] is None:
+        print(f"  parameters     not counted ({cost['not_counted']})")
+    else:
+        print(f"  parameters     {cost['params'] / 1e6:.3f} M")
+        print(f"  MACs / image   {cost['macs'] / 1e9:.3f} G   ({cost['macs_rule']})")
     for batch, rate in (cost["images_per_s"] or {}).items():
         print(f"  images/s       {rate:.1f} at batch {batch}")
     if cost["images_per_s"] is None:

@@ -202,11 +202,13 @@ def curves_section(entries: Sequence[Entry], out_dir: Path) -> Section | None:
                      "rate. One figure per training; experiments that share a training are named together."]
     section.notes = sorted(set(missing))
     for folders, group in trainings.items():
-        names = list(dict.fromkeys(_training_name(e) for e in group))
+        # The experiment that ran the training (its run folder holds the logs) first, then those that share it.
+        owner = lambda e: (e.record.get("experiment") or {}).get("name") not in folders[0].parts  # noqa: E731
+        names = list(dict.fromkeys(_training_name(e) for e in sorted(group, key=owner)))
         fit = (group[0].record.get("experiment") or {}).get("fit") or {}
         selected = fit.get("score") if fit.get("monitor") == "val/nme" else None
         relative = Path("curves") / f"{slug(names[0])}-{len(section.figures)}.png"
-        title = names[0] + (f" (+{len(names) - 1} sharing it)" if len(names) > 1 else "")
+        title = textwrap.fill(names[0] + (f" (+{len(names) - 1} sharing it)" if len(names) > 1 else ""), TITLE_CHARS)
         plot_curves(read_curves(folders), out_dir / relative, title, selected)
         section.figures.append(Figure("Training of " + "; ".join(names), relative))
         section.sources.append(f"{'; '.join(names)}: {', '.join(str(f) for f in folders)}")

@@ -125,7 +125,7 @@ class Reproduced:
             return None if value is None else (float(value), None)
         if q.metric in ("params", "FLOPs"):
             cost = record.get("cost") or {}
-            if not cost:
+            if not cost or cost.get("params") is None:  # not measured, or a model torch cannot count
                 return None
             if q.metric == "params":
                 return float(cost["params"]), None

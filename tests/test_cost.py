@@ -66,3 +66,16 @@ def test_cli_no_speed_on_the_demo_config(capsys, tmp_path, monkeypatch):
     cost = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert cost["images_per_s"] is None and cost["speed"] == "not measured (--no-speed)"
     assert (cost["params"], cost["macs"]) == (full["params"], full["macs"]) and full["images_per_s"] is not None
+
+
+def test_a_model_working_outside_torch_has_no_counts_but_a_speed():
+    """A peer whose work torch cannot see (dlib's trees) gets params and MACs None (a "—" in tables), never the 0
+    that counting its empty torch shell would give; its speed is measured like any model's."""
+    net = tiny_net()
+    net.cost_outside_torch = "runs outside torch"
+    cost = model_cost(net, 16, repeats=1)
+    assert cost["params"] is None and cost["macs"] is None and cost["not_counted"] == "runs outside torch"
+    assert all(v > 0 for v in cost["images_per_s"].values())
+    from leaderboard.board import cost_numbers
+    numbers = cost_numbers({"cost": cost})
+    assert numbers["params_m"] != numbers["params_m"] and numbers["macs_g"] != numbers["macs_g"]  # NaN: "—"

@@ -147,6 +147,8 @@ class DlibERTModule(LandmarkModule):
     """
 
     trained_on = "ibug-300w (dlib shape_predictor_68_face_landmarks)"  # the record's train_set
+    # leaderboard.cost: torch sees none of dlib's work (its regression trees), so no parameter or MAC count.
+    cost_outside_torch = "dlib's regression trees run outside torch"
 
     def __init__(self, layout: str = W300_68.name, input_size: int = 256, box: str = "hog",
                  hog_upsample: int = 1, model_file: str | None = None, **kwargs: Any) -> None:
