@@ -14,7 +14,8 @@ checkpoint overrode (``checkpoint.overrides``) and takes its method and training
 handling of ``ckpt_path`` (the checkpoint's hyper-parameters silently replace the config's) is replaced by this.
 
 ``test --save-overlays N`` also draws the first N test faces (prediction and ground truth on the crop) beside the
-evaluation record, with its failure gallery (``leaderboard.gallery``).
+evaluation record, with its failure gallery (``leaderboard.gallery``); ``predict --save-overlays N`` draws the first N
+predicted faces on their original images beside the predicted landmarks (``experiments.writers.LandmarkWriter``).
 
 Before the trainer is built, the annotations of the splits the command reads are parsed, so that a wrong dataset
 root or a bad annotation is reported before any logger starts. A run ends by printing where its outputs are
@@ -38,6 +39,7 @@ import experiments  # noqa: F401  (sets WANDB_MODE / NO_ALBUMENTATIONS_UPDATE de
 from datamodules.base import FaceLandmarkDataModule
 from experiments.errors import ConfigError, check_config_files, run_guarded
 from experiments.outputs import finish_loggers, print_outputs, run_outputs
+from experiments.writers import LandmarkWriter
 from leaderboard.callback import EvaluationRecorder
 from lightning_modules.base import LandmarkModule
 from lightning_modules.training import CheckpointMismatch, read_checkpoint, saved_identity
@@ -64,12 +66,17 @@ class FaceAlignmentCLI(LightningCLI):
                                  "instead of refusing the run")
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
-        """``test`` also takes ``--save-overlays N``: pictures of its first N faces beside the record."""
+        """``test`` and ``predict`` also take ``--save-overlays N``: pictures of their first N faces, beside the
+        record (test) or the predicted landmarks (predict)."""
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
         if subcommand == "test":
             parser.add_argument("--save-overlays", type=NonNegativeInt, default=0,
                                 help="write the first N test faces (crop, prediction green, ground truth red) as "
                                      "JPEG files beside the evaluation record (<results_dir>/pictures/<record id>/)")
+        if subcommand == "predict":
+            parser.add_argument("--save-overlays", type=NonNegativeInt, default=0,
+                                help="draw the first N predicted faces on their original images, beside the "
+                                     "predicted landmarks (<output_dir>/overlays-<time>/)")
         return parser
 
     def _parse_ckpt_path(self) -> None:
@@ -100,16 +107,21 @@ class FaceAlignmentCLI(LightningCLI):
         return trainer
 
     def _pass_save_overlays(self, trainer: Trainer) -> None:
-        """``--save-overlays N`` goes to the run's evaluation recorder (the one that knows the record's folder)."""
-        count = self.config[self.subcommand].get("save_overlays", 0) if self.subcommand == "test" else 0
+        """``--save-overlays N`` goes to the callback that knows where the run's outputs go: the evaluation recorder
+        (test) or the landmark writer (predict)."""
+        count = self.config[self.subcommand].get("save_overlays", 0) if self.subcommand in ("test", "predict") else 0
         if not count:
             return
-        recorders = [cb for cb in trainer.callbacks if isinstance(cb, EvaluationRecorder)]
-        if not recorders:
-            raise ConfigError("--save-overlays needs the evaluation recorder: add leaderboard.callback."
-                             "EvaluationRecorder to trainer.callbacks in the config")
-        for recorder in recorders:
-            recorder.save_overlays = count
+        kind = EvaluationRecorder if self.subcommand == "test" else LandmarkWriter
+        takers = [cb for cb in trainer.callbacks if isinstance(cb, kind)]
+        if not takers:
+            raise ConfigError(f"--save-overlays needs the {kind.__module__}.{kind.__name__} callback in "
+                              "trainer.callbacks of the config")
+        for callback in takers:
+            if kind is EvaluationRecorder:
+                callback.save_overlays = count
+            else:
+                callback.overlays = count
 
     def _check_checkpoint(self) -> dict[str, tuple[Any, Any]] | None:
         """The fields taken from the checkpoint (None: nothing to compare, or nothing differs)."""

@@ -203,8 +203,9 @@ def curves_section(entries: Sequence[Entry], out_dir: Path) -> Section | None:
     section.notes = sorted(set(missing))
     for folders, group in trainings.items():
         # The experiment that ran the training (its run folder holds the logs) first, then those that share it.
-        owner = lambda e: (e.record.get("experiment") or {}).get("name") not in folders[0].parts  # noqa: E731
-        names = list(dict.fromkeys(_training_name(e) for e in sorted(group, key=owner)))
+        parts = folders[0].parts
+        ordered = sorted(group, key=lambda e: (e.record.get("experiment") or {}).get("name") not in parts)
+        names = list(dict.fromkeys(_training_name(e) for e in ordered))
         fit = (group[0].record.get("experiment") or {}).get("fit") or {}
         selected = fit.get("score") if fit.get("monitor") == "val/nme" else None
         relative = Path("curves") / f"{slug(names[0])}-{len(section.figures)}.png"

@@ -217,6 +217,18 @@ def test_save_overlays_writes_the_first_faces_beside_the_record(tested):
         cli_main(["fit", "--config", str(SYNTHETIC), "--save-overlays", "3"], run=False)
 
 
+def test_predict_save_overlays_draws_the_first_faces_on_their_images(tmp_path, monkeypatch):
+    """``predict --save-overlays 2``: the landmark writer draws the first 2 faces by index, and only those."""
+    monkeypatch.chdir(tmp_path)
+    cli_main(["predict", "--config", str(SYNTHETIC), *TINY, "--model=lightning_modules.mean_shape.MeanShapeModule",
+              "--save-overlays", "2"])
+    drawn = sorted((tmp_path / "results" / "predicted").glob("overlays-*/*.jpg"))
+    assert len(drawn) == 2
+    (landmarks,) = (tmp_path / "results" / "predicted").glob("landmarks-*.npz")
+    with np.load(landmarks) as arrays:
+        assert len(arrays["index"]) == 7  # every face predicted, two drawn
+
+
 def test_report_shows_galleries_landmark_errors_and_curves_with_files_that_exist(tested, tmp_path):
     logs = write_logs(tmp_path)
     add(tmp_path / "old", 4, 2.0, "old", 1, experiment={  # a reproduce record made before galleries
