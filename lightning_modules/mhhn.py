@@ -59,10 +59,10 @@ Departures and choices where the paper is silent (IMPLEMENTATION_NOTES ยง2 and ย
   The default is "isotropic": eq. 20's sx = sy constraint with G and sigma estimated (u = -c1 / (c3 + c4)), in
   the window frame; the FDL reads the fit the same way ("SDL"; ``fdl_reading=eq18`` is "SDL1"). The literal
   eq. 20 stays a switch and an extra row. Fitted in float64. On trained maps (``make reproduce-mhhn
-  DATA=synthetic``, 300W stand-in, NME by face size) the SDL-trained maps peak at a median G of 1.7 (p10 0.7,
-  p90 2.8): MHHN decodes to 4.96 % with the default reading, against 5.30 % / 6.51 % with the literal eq. 20
-  in the window / heatmap frame (21 % / 49 % of the landmarks fall back to argmax + 1/4) and 5.57 % for
-  HGs+HSR's maps by argmax + 1/4 (5.03 % by SDT).
+  DATA=synthetic``, 300W stand-in, NME by face size) the SDL-trained maps peak at a median G of 1.7 (p10 0.8,
+  p90 2.7): MHHN decodes to 4.72 % with the default reading, against 5.09 % / 6.31 % with the literal eq. 20
+  in the window / heatmap frame (18 % / 47 % of the landmarks fall back to argmax + 1/4) and 5.66 % for
+  HGs+HSR's maps by argmax + 1/4 (5.10 % by SDT).
 - SDT fallback (not in the paper): where the fit is no peak or lands more than ``max_offset`` = 1 px from the
   argmax, the argmax with the quarter-pixel shift is used; in the FDL such a landmark is a constant. Logged in
   training (``train/sdt_fallback``, ``train/fdl_active``: the share the FDL acts on, ``train/peak_height``: the
