@@ -31,6 +31,25 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def _pixel_scale(mean: Sequence[float], std: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """mean and std (RGB fractions of 255) in pixel units, float32: one set of constants both ways."""
+    return np.asarray(mean, dtype=np.float32) * 255, np.asarray(std, dtype=np.float32) * 255
+
+
+def normalize_image(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """(H, W, 3) RGB pixels -> the sample contract's (3, H, W) float32 image, (pixel - 255 mean) / (255 std)."""
+    mean_px, std_px = _pixel_scale(mean, std)
+    return torch.from_numpy(((image.astype(np.float32) - mean_px) / std_px).transpose(2, 0, 1).copy())
+
+
+def denormalize_images(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """(B, 3, S, S) normalised images -> (B, S, S, 3) uint8 RGB: :func:`normalize_image` undone with the same
+    float32 constants (exact, after rounding, for images it made)."""
+    mean_px, std_px = _pixel_scale(mean, std)
+    pixels = images.detach().float().cpu().numpy().transpose(0, 2, 3, 1) * std_px + mean_px
+    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+
+
 def _checked(face: AnnotatedFace, source: FaceSource) -> AnnotatedFace:
     """``face`` when its landmarks have the layout's shape and are finite; a DatasetError naming it otherwise."""
     name, k = source.name, source.layout.num_points
@@ -77,8 +96,7 @@ class FaceDataset(Dataset):
         self.augment = build_augmentation(augment, source.layout, seed=seed) if augment is not None else None
         self.pad = round(input_size * (margin - 1) / 2) if augment is not None else 0
         self.window = input_size + 2 * self.pad
-        self.mean = np.asarray(mean, dtype=np.float32) * 255
-        self.std = np.asarray(std, dtype=np.float32) * 255
+        self.mean, self.std = tuple(mean), tuple(std)
         self.on_error, self.skipped = on_error, 0
         self.memory: dict[int, CroppedFace | DatasetError] | None = None  # filled by preload()
         self.norms: dict[int, np.ndarray] = {}  # original-image normalisers of the faces in memory
@@ -210,9 +228,8 @@ class FaceDataset(Dataset):
         norms = self.norms[index] if self.memory is not None else \
             original_normalizers(face, self.source.layout, self.crop, self.source.name)
         norms = norms * matrix_scale(matrix)
-        image = (image.astype(np.float32) - self.mean) / self.std
         return {
-            "image": torch.from_numpy(image.transpose(2, 0, 1).copy()),
+            "image": normalize_image(image, self.mean, self.std),
             "landmarks": torch.from_numpy(landmarks.astype(np.float32)),
             "visible": torch.from_numpy(visible.astype(bool)),
             "norm": {k: torch.tensor(v, dtype=torch.float32) for k, v in zip(NORMALIZERS, norms, strict=True)},

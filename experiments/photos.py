@@ -22,6 +22,7 @@ import csv
 import importlib
 import json
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from tqdm import tqdm
 
 import experiments  # noqa: F401  (environment defaults)
 from datamodules.crop import CropProtocol
-from datamodules.dataset import IMAGENET_MEAN, IMAGENET_STD
+from datamodules.dataset import IMAGENET_MEAN, IMAGENET_STD, normalize_image
 from datamodules.files import IMAGE_SUFFIXES, DatasetError, read_image
 from experiments.errors import run_guarded
 from landmarks.geometry import apply_affine, invert_affine, square_crop_matrix, warp_to_crop
@@ -148,9 +149,7 @@ def list_images(root: Path, exclude: Path) -> list[Path]:
 def output_stems(names: list[str]) -> dict[str, str]:
     """Output path stem of each image name: the name less its suffix; names whose stems collide keep it."""
     stems = {name: str(Path(name).with_suffix("")) for name in names}
-    counts: dict[str, int] = {}
-    for stem in stems.values():
-        counts[stem] = counts.get(stem, 0) + 1
+    counts = Counter(stems.values())
     return {name: stem if counts[stem] == 1 else name for name, stem in stems.items()}
 
 
@@ -209,10 +208,8 @@ def match_boxes(given: dict[str, list], names: list[str]) -> tuple[dict[str, lis
 def crop_face(image: np.ndarray, box: np.ndarray, landmarker: Landmarker) -> tuple[torch.Tensor, np.ndarray]:
     """The normalised (3, S, S) crop of one face, cut as the model's protocol cuts it, and its 2x3 matrix."""
     matrix = square_crop_matrix(box, landmarker.scale, landmarker.input_size)
-    crop = warp_to_crop(image, matrix, landmarker.input_size).astype(np.float32)
-    mean = np.asarray(landmarker.mean, dtype=np.float32) * 255
-    std = np.asarray(landmarker.std, dtype=np.float32) * 255
-    return torch.from_numpy(((crop - mean) / std).transpose(2, 0, 1).copy()), matrix
+    crop = warp_to_crop(image, matrix, landmarker.input_size)
+    return normalize_image(crop, landmarker.mean, landmarker.std), matrix
 
 
 class Predictor:

@@ -56,7 +56,7 @@ import torch
 from torch import nn
 from torchmetrics.aggregation import MeanMetric
 
-from datamodules.dataset import IMAGENET_MEAN, IMAGENET_STD
+from datamodules.dataset import IMAGENET_MEAN, IMAGENET_STD, denormalize_images
 from landmarks.layouts import W300_68
 from leaderboard.store import sha256_file
 from lightning_modules.base import LandmarkModule
@@ -184,10 +184,7 @@ class DlibERTModule(LandmarkModule):
     def to_uint8(self, images: torch.Tensor) -> np.ndarray:
         """(B, 3, S, S) normalised crops -> (B, S, S, 3) uint8 RGB: the datamodule's normalisation undone with the
         same float32 constants (exact for crops it normalised)."""
-        mean = np.asarray(self.mean, dtype=np.float32) * 255
-        std = np.asarray(self.std, dtype=np.float32) * 255
-        pixels = images.detach().float().cpu().numpy().transpose(0, 2, 3, 1) * std + mean
-        return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+        return denormalize_images(images, self.mean, self.std)
 
     def face_box(self, crop: np.ndarray) -> tuple[np.ndarray, bool]:
         """The box dlib starts from in one uint8 crop, and whether the HOG mode fell back to the crop's box."""
